@@ -1,0 +1,95 @@
+//! `coupond status`: a read-only summary of the database, safe while the daemon runs
+//! (WAL readers never block the writer).
+
+use crate::config::StatusConfig;
+use crate::intake::Outcome;
+use crate::store::{Store, Summary};
+
+pub fn run(cfg: &StatusConfig) -> Result<(), String> {
+    if !cfg.db.exists() {
+        return Err(format!(
+            "no database at {} (is --db right? `coupond serve` creates it)",
+            cfg.db.display()
+        ));
+    }
+    let store = Store::open_read_only(&cfg.db)
+        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
+    let summary = store
+        .summary()
+        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
+    print!("{}", render(&cfg.db.display().to_string(), &summary));
+    Ok(())
+}
+
+fn count(pairs: &[(String, i64)], key: &str) -> i64 {
+    pairs.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+}
+
+/// The report, one topic a line.
+pub fn render(db: &str, s: &Summary) -> String {
+    let mut out = format!("database   {db} (schema version {})\n", s.schema_version);
+    let statuses = ["verified", "cancelled", "refunded"];
+    let total: i64 = s.certificates.iter().map(|(_, n)| n).sum();
+    out += &format!(
+        "coupons    {total}: {}\n",
+        statuses
+            .iter()
+            .map(|st| format!("{} {st}", count(&s.certificates, st)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let messages: i64 = s.outcomes.iter().map(|(_, n)| n).sum();
+    out += &format!(
+        "messages   {messages}: {}; {} redeliveries counted\n",
+        Outcome::ALL
+            .iter()
+            .map(|o| format!("{} {}", count(&s.outcomes, o.as_str()), o.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.redeliveries
+    );
+    match &s.last_message {
+        Some((at, outcome, action, cert)) => {
+            out += &format!(
+                "last       {at} {outcome}{}{}\n",
+                action.as_ref().map(|a| format!(" {a}")).unwrap_or_default(),
+                cert.as_ref()
+                    .map(|c| format!(" certificate {c}"))
+                    .unwrap_or_default()
+            );
+        }
+        None => out += "last       no message yet\n",
+    }
+    if s.outputs.is_empty() {
+        out += "outputs    none yet\n";
+    } else {
+        let mut sinks: Vec<&str> = s.outputs.iter().map(|(k, _, _)| k.as_str()).collect();
+        sinks.dedup();
+        let per_sink: Vec<String> = sinks
+            .iter()
+            .map(|sink| {
+                let states: Vec<String> = s
+                    .outputs
+                    .iter()
+                    .filter(|(k, _, _)| k == sink)
+                    .map(|(_, st, n)| format!("{n} {st}"))
+                    .collect();
+                format!("{sink}: {}", states.join(", "))
+            })
+            .collect();
+        out += &format!("outputs    {}\n", per_sink.join("; "));
+    }
+    for (id, sink, cert, attempts, err) in &s.failed_outputs {
+        out += &format!(
+            "failed     output {id} ({sink}, certificate {cert}) after {attempts} attempts: {}\n",
+            err.as_deref().unwrap_or("?")
+        );
+    }
+    match &s.last_rejected {
+        Some((at, status, reason)) => {
+            out += &format!("rejected   {} (last {at}: {status} {reason})\n", s.rejected)
+        }
+        None => out += "rejected   0\n",
+    }
+    out
+}

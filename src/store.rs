@@ -1,0 +1,629 @@
+//! The SQLite file: schema, migrations and every SQL statement (SPEC §5).
+//!
+//! Invariants held here:
+//! - one signed body is one `messages` row (`body_sha1` is unique); a redelivery only
+//!   counts (`deliveries`, `last_received_at`);
+//! - a message, its certificate's new state and its output jobs are written in one
+//!   transaction, so an output exists if and only if its message was applied;
+//! - unsigned traffic costs at most [`REJECTED_KEEP`] rows of at most
+//!   [`REJECTED_BODY_CAP`] bytes: the internet cannot fill the box's flash;
+//! - `synchronous=FULL` in WAL mode: once [`Store::ingest`] returns `Ok`, the batch
+//!   survives power loss, which is what lets the HTTP layer answer 200.
+//!
+//! The schema version is `PRAGMA user_version`; [`MIGRATIONS`] are numbered and
+//! forward-only. A database newer than this binary is refused, never downgraded.
+
+use std::path::Path;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, Transaction};
+
+use crate::coupon::{self, Action, State, Status};
+use crate::intake::{Intake, Kind, Message, Outcome};
+use crate::time;
+
+/// Unsigned requests kept in `rejected`; older rows are dropped.
+pub const REJECTED_KEEP: i64 = 1000;
+/// Bytes of an unsigned body kept in `rejected` (real Douyin bodies are under 1 KiB).
+pub const REJECTED_BODY_CAP: usize = 8 * 1024;
+/// Bytes kept of an attacker-controlled header (`Msg-Id`, the signature).
+const HEADER_CAP: usize = 128;
+
+/// Forward-only migrations; migration `i` brings `user_version` from `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE messages (
+    id               INTEGER PRIMARY KEY,
+    received_at      TEXT NOT NULL,
+    msg_id           TEXT,
+    log_id           TEXT,
+    event            TEXT,
+    client_key       TEXT,
+    action           TEXT,
+    certificate_id   TEXT,
+    msg_time         INTEGER,
+    outcome          TEXT NOT NULL CHECK (outcome IN
+                         ('applied','duplicate','stale','ignored','invalid','challenge')),
+    error            TEXT,
+    body             TEXT NOT NULL,  -- the raw body; a body that is not UTF-8 is a BLOB
+    body_sha1        TEXT NOT NULL UNIQUE,
+    deliveries       INTEGER NOT NULL DEFAULT 1,
+    last_received_at TEXT NOT NULL,
+    order_id         TEXT,
+    code             TEXT,
+    account_id       TEXT
+);
+CREATE INDEX messages_by_certificate ON messages (certificate_id, msg_time);
+
+CREATE TABLE certificates (
+    certificate_id  TEXT PRIMARY KEY,
+    order_id        TEXT,
+    code            TEXT,
+    account_id      TEXT,
+    client_key      TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('verified','cancelled','refunded')),
+    status_msg_time INTEGER NOT NULL,
+    first_seen_at   TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX certificates_by_update ON certificates (updated_at);
+
+CREATE TABLE outputs (
+    id              INTEGER PRIMARY KEY,
+    message_id      INTEGER NOT NULL REFERENCES messages (id),
+    sink            TEXT NOT NULL CHECK (sink IN ('printer','display','exec','log')),
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','done','failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    done_at         TEXT,
+    next_attempt_at TEXT NOT NULL,
+    reprint         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outputs_queue ON outputs (sink, id) WHERE state = 'pending';
+
+CREATE TABLE rejected (
+    id          INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    status      INTEGER NOT NULL,
+    msg_id      TEXT,
+    signature   TEXT,
+    body,                   -- at most REJECTED_BODY_CAP bytes
+    body_len    INTEGER NOT NULL
+);
+"#];
+
+pub type Result<T> = rusqlite::Result<T>;
+
+/// Which sinks get a job for an applied message of each action.
+#[derive(Debug, Clone, Default)]
+pub struct OutputPlan {
+    pub sinks: Vec<&'static str>,
+    pub actions: Vec<Action>,
+}
+
+impl OutputPlan {
+    fn sinks_for(&self, action: Action) -> &[&'static str] {
+        if self.actions.contains(&action) {
+            &self.sinks
+        } else {
+            &[]
+        }
+    }
+}
+
+/// A request that reached the webhook path, classified, with its raw bytes.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub received_at: String,
+    pub msg_id: Option<String>,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    pub intake: Intake,
+}
+
+/// What the store did with one arrival.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    Rejected,
+    /// The same body was already stored: only its delivery count went up.
+    Redelivered {
+        message_id: i64,
+        deliveries: i64,
+        outcome: String,
+    },
+    Recorded {
+        message_id: i64,
+        outcome: Outcome,
+        outputs: usize,
+    },
+}
+
+/// A pending output job, with the message it tells about.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub sink: String,
+    pub attempts: i64,
+    pub reprint: bool,
+    pub event: JobEvent,
+}
+
+/// The coupon event an output job reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobEvent {
+    pub message_id: i64,
+    pub action: String,
+    pub certificate_id: String,
+    pub order_id: Option<String>,
+    pub code: Option<String>,
+    pub account_id: Option<String>,
+    pub client_key: Option<String>,
+    pub msg_time: i64,
+    pub log_id: Option<String>,
+    pub received_at: String,
+}
+
+/// A certificate as the counter display shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertificateRow {
+    pub certificate_id: String,
+    pub order_id: Option<String>,
+    pub code: Option<String>,
+    pub account_id: Option<String>,
+    pub status: String,
+    pub status_msg_time: i64,
+    pub updated_at: String,
+}
+
+/// `coupond status`'s view of the database.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub schema_version: i64,
+    pub certificates: Vec<(String, i64)>,
+    pub outcomes: Vec<(String, i64)>,
+    pub redeliveries: i64,
+    pub outputs: Vec<(String, String, i64)>,
+    pub failed_outputs: Vec<(i64, String, String, i64, Option<String>)>,
+    pub rejected: i64,
+    pub last_message: Option<(String, String, Option<String>, Option<String>)>,
+    pub last_rejected: Option<(String, i64, String)>,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if need be) the database for the daemon, migrated to the
+    /// current schema.
+    pub fn open(path: &Path) -> std::result::Result<Store, String> {
+        Store::open_rw(path)
+            .map_err(|e| e.to_string())?
+            .map_err(String::from)
+    }
+
+    fn open_rw(path: &Path) -> Result<std::result::Result<Store, &'static str>> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // WAL lets `coupond status` and the display read while the daemon writes;
+        // FULL makes every commit durable before we acknowledge (SPEC §5).
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(Err(
+                "cannot switch the database to WAL mode; is the file system read-only?",
+            ));
+        }
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA journal_size_limit = 4194304;",
+        )?;
+        if schema_version(&conn)? > MIGRATIONS.len() as i64 {
+            return Ok(Err(TOO_NEW));
+        }
+        migrate(&mut conn)?;
+        Ok(Ok(Store { conn }))
+    }
+
+    /// Opens an existing database read-only, for inspection while the daemon runs.
+    pub fn open_read_only(path: &Path) -> std::result::Result<Store, String> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| e.to_string())?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| e.to_string())?;
+        if schema_version(&conn).map_err(|e| e.to_string())? > MIGRATIONS.len() as i64 {
+            return Err(TOO_NEW.into());
+        }
+        Ok(Store { conn })
+    }
+
+    /// Records a batch of arrivals in one transaction: one fsync for all of them (group
+    /// commit). Returns one [`Ack`] per arrival, in order, only once committed.
+    pub fn ingest<'a>(
+        &mut self,
+        arrivals: impl IntoIterator<Item = &'a Arrival>,
+        plan: &OutputPlan,
+    ) -> Result<Vec<Ack>> {
+        let tx = self.conn.transaction()?;
+        let acks = arrivals
+            .into_iter()
+            .map(|a| ingest_one(&tx, a, plan))
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit()?;
+        Ok(acks)
+    }
+
+    /// The oldest pending job of `sink`: each sink's queue is worked strictly in order.
+    pub fn head_job(&self, sink: &str) -> Result<Option<Job>> {
+        self.conn
+            .prepare_cached(
+                "SELECT o.id, o.sink, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
+                        m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
+                        m.received_at
+                 FROM outputs o JOIN messages m ON m.id = o.message_id
+                 WHERE o.state = 'pending' AND o.sink = ?1
+                 ORDER BY o.id LIMIT 1",
+            )?
+            .query_row([sink], |r| {
+                Ok(Job {
+                    id: r.get(0)?,
+                    sink: r.get(1)?,
+                    attempts: r.get(2)?,
+                    reprint: r.get(3)?,
+                    event: JobEvent {
+                        message_id: r.get(4)?,
+                        action: r.get(5)?,
+                        certificate_id: r.get(6)?,
+                        order_id: r.get(7)?,
+                        code: r.get(8)?,
+                        account_id: r.get(9)?,
+                        client_key: r.get(10)?,
+                        msg_time: r.get(11)?,
+                        log_id: r.get(12)?,
+                        received_at: r.get(13)?,
+                    },
+                })
+            })
+            .optional()
+    }
+
+    /// Marks a job delivered.
+    pub fn job_done(&mut self, id: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outputs SET state = 'done', attempts = attempts + 1, done_at = ?2,
+                        last_error = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, time::now_rfc3339()])?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `retry_at`, or `failed` for good if `None`.
+    pub fn job_failed(&mut self, id: i64, error: &str, retry_at: Option<&str>) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outputs SET attempts = attempts + 1, last_error = ?2,
+                        state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
+                        next_attempt_at = coalesce(?3, next_attempt_at)
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, error, retry_at])?;
+        Ok(())
+    }
+
+    /// Queues a reprint of `certificate_id`'s latest applied message on `sinks`.
+    /// Returns the message id it reprints, or `None` if the coupon is unknown.
+    pub fn queue_reprint(&mut self, certificate_id: &str, sinks: &[&str]) -> Result<Option<i64>> {
+        let tx = self.conn.transaction()?;
+        let message_id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM messages WHERE certificate_id = ?1 AND outcome = 'applied'
+                 ORDER BY msg_time DESC, id DESC LIMIT 1",
+                [certificate_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = message_id {
+            let now = time::now_rfc3339();
+            for sink in sinks {
+                insert_output(&tx, id, sink, &now, true)?;
+            }
+        }
+        tx.commit()?;
+        Ok(message_id)
+    }
+
+    /// The most recently changed certificates, newest first.
+    pub fn latest_certificates(&self, limit: usize) -> Result<Vec<CertificateRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT certificate_id, order_id, code, account_id, status, status_msg_time, updated_at
+             FROM certificates ORDER BY updated_at DESC, rowid DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(CertificateRow {
+                certificate_id: r.get(0)?,
+                order_id: r.get(1)?,
+                code: r.get(2)?,
+                account_id: r.get(3)?,
+                status: r.get(4)?,
+                status_msg_time: r.get(5)?,
+                updated_at: r.get(6)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Everything `coupond status` prints.
+    pub fn summary(&self) -> Result<Summary> {
+        let c = &self.conn;
+        let pairs = |sql: &str| -> Result<Vec<(String, i64)>> {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        };
+        let mut stmt = c.prepare(
+            "SELECT sink, state, count(*) FROM outputs GROUP BY sink, state ORDER BY sink, state",
+        )?;
+        let outputs = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_>>()?;
+        let mut stmt = c.prepare(
+            "SELECT o.id, o.sink, coalesce(m.certificate_id, ''), o.attempts, o.last_error
+             FROM outputs o JOIN messages m ON m.id = o.message_id
+             WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT 5",
+        )?;
+        let failed_outputs = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_>>()?;
+        Ok(Summary {
+            schema_version: schema_version(c)?,
+            certificates: pairs(
+                "SELECT status, count(*) FROM certificates GROUP BY status ORDER BY status",
+            )?,
+            outcomes: pairs(
+                "SELECT outcome, count(*) FROM messages GROUP BY outcome ORDER BY outcome",
+            )?,
+            redeliveries: c.query_row(
+                "SELECT coalesce(sum(deliveries - 1), 0) FROM messages",
+                [],
+                |r| r.get(0),
+            )?,
+            outputs,
+            failed_outputs,
+            rejected: c.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?,
+            last_message: c
+                .query_row(
+                    "SELECT last_received_at, outcome, action, certificate_id FROM messages
+                     ORDER BY last_received_at DESC, id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?,
+            last_rejected: c
+                .query_row(
+                    "SELECT received_at, status, reason FROM rejected ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?,
+        })
+    }
+}
+
+fn schema_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+}
+
+const TOO_NEW: &str =
+    "the database was written by a newer coupond (its schema version is higher): run that one";
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version = schema_version(conn)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+        log::info!("database migrated to schema version {}", i + 1);
+    }
+    Ok(())
+}
+
+fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
+    let msg = match &a.intake {
+        Intake::Rejected { status, reason, .. } => {
+            insert_rejected(tx, a, *status, reason)?;
+            return Ok(Ack::Rejected);
+        }
+        Intake::Message(m) => m,
+    };
+    let sha1 = sha1_smol::Sha1::from(&a.body).digest().to_string();
+    let redelivered = tx
+        .prepare_cached(
+            "UPDATE messages SET deliveries = deliveries + 1, last_received_at = ?2
+             WHERE body_sha1 = ?1 RETURNING id, deliveries, outcome",
+        )?
+        .query_row(params![sha1, a.received_at], |r| {
+            Ok(Ack::Redelivered {
+                message_id: r.get(0)?,
+                deliveries: r.get(1)?,
+                outcome: r.get(2)?,
+            })
+        })
+        .optional()?;
+    if let Some(ack) = redelivered {
+        return Ok(ack);
+    }
+    let (outcome, error, cert) = match &msg.kind {
+        Kind::Certificate(c) => {
+            let current = current_state(tx, &c.certificate_id)?;
+            let (verdict, after) = coupon::decide(current, c.action, c.msg_time);
+            if verdict != coupon::Verdict::Stale {
+                save_state(tx, c, msg, after, &a.received_at)?;
+            }
+            (Outcome::from(verdict), None, Some(c))
+        }
+        Kind::Challenge(_) => (Outcome::Challenge, None, None),
+        Kind::Ignored => (Outcome::Ignored, None, None),
+        Kind::Invalid(reason) => (Outcome::Invalid, Some(reason.as_str()), None),
+    };
+    let message_id = insert_message(tx, a, msg, outcome, error, &sha1)?;
+    let mut outputs = 0;
+    if let (Outcome::Applied, Some(c)) = (outcome, cert) {
+        for sink in plan.sinks_for(c.action) {
+            insert_output(tx, message_id, sink, &a.received_at, false)?;
+            outputs += 1;
+        }
+    }
+    Ok(Ack::Recorded {
+        message_id,
+        outcome,
+        outputs,
+    })
+}
+
+fn current_state(tx: &Transaction, certificate_id: &str) -> Result<Option<State>> {
+    tx.prepare_cached("SELECT status, status_msg_time FROM certificates WHERE certificate_id = ?1")?
+        .query_row([certificate_id], |r| {
+            let status: String = r.get(0)?;
+            Ok(State {
+                // The CHECK constraint keeps other words out of the column.
+                status: Status::parse(&status).unwrap_or(Status::Verified),
+                msg_time: r.get(1)?,
+            })
+        })
+        .optional()
+}
+
+fn save_state(
+    tx: &Transaction,
+    c: &crate::wire::CertificateMsg,
+    msg: &Message,
+    state: State,
+    now: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO certificates (certificate_id, order_id, code, account_id, client_key,
+                                   status, status_msg_time, first_seen_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
+         ON CONFLICT (certificate_id) DO UPDATE SET
+             order_id = coalesce(excluded.order_id, order_id),
+             code = coalesce(excluded.code, code),
+             account_id = coalesce(excluded.account_id, account_id),
+             client_key = coalesce(excluded.client_key, client_key),
+             status = excluded.status,
+             status_msg_time = excluded.status_msg_time,
+             updated_at = excluded.updated_at",
+    )?
+    .execute(params![
+        c.certificate_id,
+        c.order_id,
+        c.code,
+        c.account_id,
+        msg.client_key,
+        state.status.as_str(),
+        state.msg_time,
+        now,
+    ])?;
+    Ok(())
+}
+
+fn insert_message(
+    tx: &Transaction,
+    a: &Arrival,
+    msg: &Message,
+    outcome: Outcome,
+    error: Option<&str>,
+    sha1: &str,
+) -> Result<i64> {
+    let cert = match &msg.kind {
+        Kind::Certificate(c) => Some(c),
+        _ => None,
+    };
+    tx.prepare_cached(
+        "INSERT INTO messages (received_at, msg_id, log_id, event, client_key, action,
+                               certificate_id, msg_time, outcome, error, body, body_sha1,
+                               last_received_at, order_id, code, account_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?1, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        a.received_at,
+        a.msg_id.as_deref().map(cap_header),
+        msg.log_id,
+        msg.event,
+        msg.client_key,
+        cert.map(|c| c.action.as_str()),
+        cert.map(|c| &c.certificate_id),
+        cert.map(|c| c.msg_time),
+        outcome.as_str(),
+        error,
+        Body(&a.body),
+        sha1,
+        cert.and_then(|c| c.order_id.as_ref()),
+        cert.and_then(|c| c.code.as_ref()),
+        cert.and_then(|c| c.account_id.as_ref()),
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn insert_output(
+    tx: &Transaction,
+    message_id: i64,
+    sink: &str,
+    now: &str,
+    reprint: bool,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outputs (message_id, sink, created_at, next_attempt_at, reprint)
+         VALUES (?1, ?2, ?3, ?3, ?4)",
+    )?
+    .execute(params![message_id, sink, now, reprint])?;
+    Ok(())
+}
+
+fn insert_rejected(tx: &Transaction, a: &Arrival, status: u16, reason: &str) -> Result<()> {
+    let kept = &a.body[..a.body.len().min(REJECTED_BODY_CAP)];
+    tx.prepare_cached(
+        "INSERT INTO rejected (received_at, reason, status, msg_id, signature, body, body_len)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        a.received_at,
+        reason,
+        status,
+        a.msg_id.as_deref().map(cap_header),
+        a.signature.as_deref().map(cap_header),
+        Body(kept),
+        a.body.len() as i64,
+    ])?;
+    let id = tx.last_insert_rowid();
+    tx.prepare_cached("DELETE FROM rejected WHERE id <= ?1")?
+        .execute([id - REJECTED_KEEP])?;
+    Ok(())
+}
+
+fn cap_header(s: &str) -> &str {
+    match s.char_indices().nth(HEADER_CAP) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// A raw body bound as TEXT when it is UTF-8 (every real one), else as a BLOB, so that
+/// the stored bytes are exactly the signed bytes.
+struct Body<'a>(&'a [u8]);
+
+impl ToSql for Body<'_> {
+    fn to_sql(&self) -> Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match std::str::from_utf8(self.0) {
+            Ok(s) => ValueRef::Text(s.as_bytes()),
+            Err(_) => ValueRef::Blob(self.0),
+        }))
+    }
+}

@@ -1,0 +1,147 @@
+//! The one thread that writes the database, with group commit.
+//!
+//! SQLite calls block, and a `synchronous=FULL` commit waits for the disk. Doing them on
+//! the runtime's one thread would stall every connection for each fsync, so the store
+//! lives on this thread and the runtime talks to it over a channel. The thread takes
+//! everything that queued up while the previous commit was on its way to disk, writes it
+//! in one transaction, commits once, and only then answers each waiting request. So the
+//! disk's fsync rate bounds batches, not messages (SPEC §10), and no request is answered
+//! before the commit that holds it (SPEC §3).
+//!
+//! If a batch fails to commit (disk full, I/O error) every request in it gets the error
+//! (the HTTP layer answers 503 and Douyin retries); when the batch held more than one
+//! request each is retried alone first, so one poisoned message cannot fail the others.
+
+use std::thread;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::{Ack, Arrival, OutputPlan, Store};
+
+/// Requests written in one transaction, at most.
+const MAX_BATCH: usize = 256;
+/// Requests that may wait for the writer before senders are made to wait too.
+const QUEUE: usize = 1024;
+
+type Reply = oneshot::Sender<Result<Ack, String>>;
+type Call = Box<dyn FnOnce(&mut Store) + Send>;
+
+enum Command {
+    Ingest(Box<Arrival>, Reply),
+    Call(Call),
+}
+
+/// A handle to the writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The writer has stopped (only during shutdown, or after a bug).
+#[derive(Debug)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the database writer has stopped")
+    }
+}
+
+impl Writer {
+    /// Starts the writer thread over `store`. `changes` is bumped after every commit
+    /// that queued output jobs, to wake the outbox and the display.
+    pub fn start(
+        store: Store,
+        plan: OutputPlan,
+        changes: watch::Sender<u64>,
+    ) -> (Writer, thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let handle = thread::Builder::new()
+            .name("coupond-db".into())
+            .spawn(move || run(store, plan, rx, changes))
+            .expect("spawning the database thread");
+        (Writer { tx }, handle)
+    }
+
+    /// Records one arrival; resolves once it is committed (or the commit failed).
+    pub async fn ingest(&self, arrival: Arrival) -> Result<Ack, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ingest(Box::new(arrival), reply))
+            .await
+            .map_err(|_| Closed.to_string())?;
+        rx.await.map_err(|_| Closed.to_string())?
+    }
+
+    /// Runs `f` on the writer thread, between batches.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, Closed>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> T + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let call: Call = Box::new(move |store| {
+            let _ = reply.send(f(store));
+        });
+        self.tx
+            .send(Command::Call(call))
+            .await
+            .map_err(|_| Closed)?;
+        rx.await.map_err(|_| Closed)
+    }
+}
+
+fn run(
+    mut store: Store,
+    plan: OutputPlan,
+    mut rx: mpsc::Receiver<Command>,
+    changes: watch::Sender<u64>,
+) {
+    let mut batch: Vec<(Box<Arrival>, Reply)> = Vec::with_capacity(MAX_BATCH);
+    let mut calls: Vec<Call> = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::Ingest(a, r) => batch.push((a, r)),
+                Command::Call(c) => calls.push(c),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() && commit(&mut store, &plan, &mut batch) {
+            changes.send_modify(|n| *n += 1);
+        }
+        for call in calls.drain(..) {
+            call(&mut store);
+        }
+    }
+    // Channel closed: every sender is gone, the runtime is shutting down. Dropping the
+    // store closes the database cleanly (and checkpoints the WAL).
+    drop(store);
+}
+
+/// Writes and answers a batch; returns whether any output job was queued.
+fn commit(store: &mut Store, plan: &OutputPlan, batch: &mut Vec<(Box<Arrival>, Reply)>) -> bool {
+    let results: Vec<Result<Ack, String>> =
+        match store.ingest(batch.iter().map(|(a, _)| &**a), plan) {
+            Ok(acks) => acks.into_iter().map(Ok).collect(),
+            Err(e) if batch.len() == 1 => vec![Err(e.to_string())],
+            Err(_) => batch
+                .iter()
+                .map(|(a, _)| {
+                    store
+                        .ingest([&**a], plan)
+                        .map(|mut acks| acks.remove(0))
+                        .map_err(|e| e.to_string())
+                })
+                .collect(),
+        };
+    let mut queued = false;
+    for ((_, reply), result) in batch.drain(..).zip(results) {
+        queued |= matches!(result, Ok(Ack::Recorded { outputs, .. }) if outputs > 0);
+        let _ = reply.send(result);
+    }
+    queued
+}

@@ -1,0 +1,338 @@
+//! Test fixtures: the real `coupond` binary on a free port in a scratch directory, a
+//! raw HTTP/1.1 client, Douyin-style signed bodies, and the SQLite file read directly.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_coupond");
+pub const CLIENT_KEY: &str = "axxxxxxxxxxxxx";
+pub const SECRET: &str = "test-client-secret-5f2b";
+pub const PATH: &str = "/douyin/webhook";
+
+/// Douyin's own example body (SPEC §2), byte for byte.
+pub const DOUYIN_EXAMPLE: &str = r#"{ "event": "life_trade_certificate_notify", "client_key": "axxxxxxxxxxxxx", "from_user_id": "f6e35c98-1e53-4943-ad6d-f476f869deab", "content": "{\"action\": \"verify\",\"msg_time\": 1665991178,\"certificate\": {\"certificate_id\": \"456\",\"order_id\": \"123\",\"account_id\": \"1234\"}}", "log_id": "202210101930530102281180650970B5AF" }"#;
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("coupond-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("scratch directory kept: {}", self.0.display());
+        }
+    }
+}
+
+/// A running `coupond serve`.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    pub dir: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+/// How to start a daemon: extra flags and environment on top of the defaults.
+#[derive(Clone, Default)]
+pub struct Opts {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub secret_file_contents: Option<String>,
+}
+
+impl Opts {
+    pub fn arg(mut self, a: &str) -> Opts {
+        self.args.push(a.to_string());
+        self
+    }
+    pub fn args(mut self, a: &[&str]) -> Opts {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Opts {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+}
+
+impl Daemon {
+    pub fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, Opts::default())
+    }
+
+    /// Starts the daemon on `127.0.0.1:0` with the database in `dir`, and waits for its
+    /// "listening on" line to learn the port.
+    pub fn start_with(dir: &Path, opts: Opts) -> Daemon {
+        let secret_file = dir.join("secret");
+        if !secret_file.exists() || opts.secret_file_contents.is_some() {
+            let contents = opts
+                .secret_file_contents
+                .clone()
+                .unwrap_or_else(|| format!("{SECRET}\n"));
+            std::fs::write(&secret_file, contents).unwrap();
+        }
+        let db = dir.join("coupond.db");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--client-key", CLIENT_KEY])
+            .arg("--db")
+            .arg(&db)
+            .arg("--secret-file")
+            .arg(&secret_file)
+            .args(&opts.args)
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start coupond");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split('/').next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("coupond did not start: {:#?}", log.lock().unwrap());
+            }
+        };
+        Daemon {
+            child,
+            addr,
+            db,
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}{PATH}", self.addr)
+    }
+
+    /// POSTs `body` signed with the test secret.
+    pub fn push(&self, body: &str) -> Response {
+        self.push_with(body, Some(&sign(SECRET, body.as_bytes())), None)
+    }
+
+    pub fn push_with(&self, body: &str, signature: Option<&str>, msg_id: Option<&str>) -> Response {
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if let Some(s) = signature {
+            headers.push(("X-Douyin-Signature".into(), s.into()));
+        }
+        if let Some(m) = msg_id {
+            headers.push(("Msg-Id".into(), m.into()));
+        }
+        request(self.addr, "POST", PATH, &headers, body.as_bytes())
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn sql(&self) -> rusqlite::Connection {
+        open_db(&self.db)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        unsafe_kill(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("coupond did not stop on SIGTERM: {}", self.log_text());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn open_db(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    coupond::signature::sign(secret, body)
+}
+
+/// A coupon message body in Douyin's shape (`content` as a JSON string).
+pub fn coupon(action: &str, msg_time: i64, certificate_id: &str) -> String {
+    coupon_with(action, msg_time, certificate_id, "")
+}
+
+/// Like [`coupon`], with `extra` appended inside the envelope (e.g. `,"log_id":"x"`).
+pub fn coupon_with(action: &str, msg_time: i64, certificate_id: &str, extra: &str) -> String {
+    let content = serde_json::json!({
+        "action": action,
+        "msg_time": msg_time,
+        "certificate": {"certificate_id": certificate_id, "order_id": "order-1", "account_id": "acct-9", "code": "CODE12345678"},
+    })
+    .to_string();
+    format!(
+        r#"{{"event":"life_trade_certificate_notify","client_key":"{CLIENT_KEY}","content":{}{extra}}}"#,
+        serde_json::Value::String(content)
+    )
+}
+
+/// An HTTP response, as read off the socket.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub elapsed: Duration,
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Response {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    read_response(&mut s, started)
+}
+
+/// Reads one response (the server closes the connection after it).
+pub fn read_response(s: &mut TcpStream, started: Instant) -> Response {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw, started.elapsed())
+}
+
+pub fn parse_response(raw: &[u8], elapsed: Duration) -> Response {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_string(),
+        elapsed,
+    }
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs `coupond ARGS` to completion.
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("COUPOND_CLIENT_SECRET")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+pub fn query_i64(c: &rusqlite::Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+pub fn query_str(c: &rusqlite::Connection, sql: &str) -> String {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
