@@ -3,12 +3,17 @@
 //! Jobs are rows in `outputs`, written in the same transaction as their message, so a
 //! job exists exactly when its message was applied and survives any crash. Each sink
 //! gets its own task that works through its own queue strictly oldest first (receipts
-//! come out in order, and a reprint never overtakes): take the head job, deliver it
-//! within the sink's time limit, record the result, repeat. A failure is retried with
-//! backoff ([`backoff`]: 1 s doubling to 60 s) while the rest of that sink's queue
-//! waits; after `max_attempts` the job is `failed` (with `last_error`) and the queue
-//! moves on. Sinks never share a task, so a stalled printer delays neither the display
-//! nor any webhook answer: the receiver only ever writes rows.
+//! come out in order, and a reprint never overtakes): take the oldest jobs, deliver them
+//! one by one within the sink's time limit, record the results, repeat. A failure stops
+//! the round and is retried with backoff ([`backoff`]: 1 s doubling to 60 s) while the
+//! rest of that sink's queue waits; after `max_attempts` the job is `failed` (with
+//! `last_error`) and the queue moves on.
+//!
+//! Results are recorded after each round, in one transaction. A sink whose delivery must
+//! never repeat (a receipt) takes one job per round, so a crash can repeat at most the
+//! receipt that was printing; cheap sinks (log, display) take many, so a backlog costs a
+//! handful of commits, not one per job. Sinks never share a task, so a stalled printer
+//! delays neither the display nor any webhook answer: the receiver only ever writes rows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::sinks::Sink;
-use crate::store::Job;
+use crate::store::{Attempt, Job};
 use crate::time;
 use crate::writer::Writer;
 
@@ -40,6 +45,7 @@ pub async fn run_sink(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = sink.name();
+    let batch = sink.batch();
     // The job this loop last failed, and when it may be tried again. Kept in memory:
     // after a restart every pending job is simply tried at once.
     let mut retry: Option<(i64, Instant)> = None;
@@ -47,80 +53,86 @@ pub async fn run_sink(
         if *shutdown.borrow() {
             return;
         }
-        let head = match writer.call(move |s| s.head_job(name)).await {
-            Ok(Ok(head)) => head,
+        let jobs = match writer.call(move |s| s.pending_jobs(name, batch)).await {
+            Ok(Ok(jobs)) => jobs,
             Ok(Err(e)) => {
                 log::error!("{name}: cannot read pending outputs: {e}");
-                None
+                Vec::new()
             }
             Err(_) => return,
         };
-        let wake_at = match (&head, retry) {
+        let waiting = match (jobs.first(), retry) {
             (Some(job), Some((id, at))) if job.id == id && at > Instant::now() => Some(at),
-            (Some(job), _) => {
-                retry = attempt(&sink, job, &writer, max_attempts).await;
-                continue;
-            }
-            (None, _) => None,
+            (Some(_), _) => None,
+            (None, _) => Some(Instant::now() + IDLE_POLL),
         };
-        let sleep_until = wake_at.unwrap_or_else(|| Instant::now() + IDLE_POLL);
-        tokio::select! {
-            _ = tokio::time::sleep_until(sleep_until) => {}
-            r = changes.changed() => if r.is_err() { return },
-            _ = crate::server::stopped(&mut shutdown) => return,
+        if let Some(until) = waiting {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                r = changes.changed() => if r.is_err() { return },
+                _ = crate::server::stopped(&mut shutdown) => return,
+            }
+            continue;
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        retry = None;
+        for job in &jobs {
+            let attempt = deliver(&sink, job, max_attempts).await;
+            let failed = attempt.outcome.is_err();
+            if let Err((_, Some(_))) = &attempt.outcome {
+                retry = Some((job.id, Instant::now() + backoff(job.attempts + 1)));
+            }
+            results.push(attempt);
+            if failed || *shutdown.borrow() {
+                break;
+            }
+        }
+        match writer.call(move |s| s.finish_jobs(&results)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::error!("{name}: cannot record delivery results: {e}"),
+            Err(_) => return,
         }
     }
 }
 
-/// Delivers `job` once and records the result; returns when to retry it, if it is to be.
-async fn attempt(
-    sink: &Sink,
-    job: &Job,
-    writer: &Writer,
-    max_attempts: i64,
-) -> Option<(i64, Instant)> {
+/// Delivers `job` once; says what to record.
+async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> Attempt {
     let name = sink.name();
     let result = match tokio::time::timeout(sink.time_limit(), sink.deliver(job)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", sink.time_limit())),
     };
-    let id = job.id;
     let attempts = job.attempts + 1;
-    match result {
+    let outcome = match result {
         Ok(()) => {
-            log::debug!("{name}: output {id} delivered");
-            let _ = writer
-                .call(move |s| s.job_done(id))
-                .await
-                .map(|r| r.map_err(|e| log::error!("{name}: cannot mark output {id} done: {e}")));
-            None
+            log::debug!("{name}: output {} delivered", job.id);
+            Ok(())
         }
         Err(error) => {
             let give_up = attempts >= max_attempts;
             let wait = backoff(attempts);
-            let retry_at = (!give_up)
-                .then(|| time::rfc3339_millis(time::now_millis() + wait.as_millis() as i64));
             if give_up {
                 log::error!(
-                    "{name}: output {id} (certificate {}) failed after {attempts} attempts: {error}; \
+                    "{name}: output {} (certificate {}) failed after {attempts} attempts: {error}; \
                      `coupond reprint {}` queues it again",
+                    job.id,
                     job.event.certificate_id,
                     job.event.certificate_id
                 );
             } else {
                 log::warn!(
-                    "{name}: output {id} attempt {attempts} failed: {error}; retry in {wait:?}"
+                    "{name}: output {} attempt {attempts} failed: {error}; retry in {wait:?}",
+                    job.id
                 );
             }
-            let err = error.clone();
-            let _ = writer
-                .call(move |s| s.job_failed(id, &err, retry_at.as_deref()))
-                .await
-                .map(|r| {
-                    r.map_err(|e| log::error!("{name}: cannot record failure of output {id}: {e}"))
-                });
-            (!give_up).then(|| (id, Instant::now() + wait))
+            let retry_at = (!give_up)
+                .then(|| time::rfc3339_millis(time::now_millis() + wait.as_millis() as i64));
+            Err((error, retry_at))
         }
+    };
+    Attempt {
+        id: job.id,
+        outcome,
     }
 }
 

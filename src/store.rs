@@ -164,6 +164,14 @@ pub struct JobEvent {
     pub received_at: String,
 }
 
+/// The result of one delivery attempt: done, or the error and when to retry (`None`:
+/// give up, the job is `failed`).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: i64,
+    pub outcome: std::result::Result<(), (String, Option<String>)>,
+}
+
 /// A certificate as the counter display shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CertificateRow {
@@ -214,9 +222,12 @@ impl Store {
                 "cannot switch the database to WAL mode; is the file system read-only?",
             ));
         }
+        // Checkpoints are the writer's job, after it has answered (see `checkpoint`):
+        // SQLite's automatic one would run inside a commit, on the acknowledgement path.
         conn.execute_batch(
             "PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = 4194304;",
         )?;
         if schema_version(&conn)? > MIGRATIONS.len() as i64 {
@@ -257,62 +268,71 @@ impl Store {
         Ok(acks)
     }
 
-    /// The oldest pending job of `sink`: each sink's queue is worked strictly in order.
-    pub fn head_job(&self, sink: &str) -> Result<Option<Job>> {
+    /// Copies the WAL into the database file as far as readers allow, so the `-wal` file
+    /// stops growing; returns the WAL's size in pages.
+    pub fn checkpoint(&self) -> Result<i64> {
         self.conn
-            .prepare_cached(
-                "SELECT o.id, o.sink, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
-                        m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
-                        m.received_at
-                 FROM outputs o JOIN messages m ON m.id = o.message_id
-                 WHERE o.state = 'pending' AND o.sink = ?1
-                 ORDER BY o.id LIMIT 1",
-            )?
-            .query_row([sink], |r| {
-                Ok(Job {
-                    id: r.get(0)?,
-                    sink: r.get(1)?,
-                    attempts: r.get(2)?,
-                    reprint: r.get(3)?,
-                    event: JobEvent {
-                        message_id: r.get(4)?,
-                        action: r.get(5)?,
-                        certificate_id: r.get(6)?,
-                        order_id: r.get(7)?,
-                        code: r.get(8)?,
-                        account_id: r.get(9)?,
-                        client_key: r.get(10)?,
-                        msg_time: r.get(11)?,
-                        log_id: r.get(12)?,
-                        received_at: r.get(13)?,
-                    },
-                })
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+    }
+
+    /// Up to `limit` of `sink`'s pending jobs, oldest first: each sink's queue is
+    /// worked strictly in order.
+    pub fn pending_jobs(&self, sink: &str, limit: usize) -> Result<Vec<Job>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT o.id, o.sink, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
+                    m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
+                    m.received_at
+             FROM outputs o JOIN messages m ON m.id = o.message_id
+             WHERE o.state = 'pending' AND o.sink = ?1
+             ORDER BY o.id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![sink, limit as i64], |r| {
+            Ok(Job {
+                id: r.get(0)?,
+                sink: r.get(1)?,
+                attempts: r.get(2)?,
+                reprint: r.get(3)?,
+                event: JobEvent {
+                    message_id: r.get(4)?,
+                    action: r.get(5)?,
+                    certificate_id: r.get(6)?,
+                    order_id: r.get(7)?,
+                    code: r.get(8)?,
+                    account_id: r.get(9)?,
+                    client_key: r.get(10)?,
+                    msg_time: r.get(11)?,
+                    log_id: r.get(12)?,
+                    received_at: r.get(13)?,
+                },
             })
-            .optional()
+        })?;
+        rows.collect()
     }
 
-    /// Marks a job delivered.
-    pub fn job_done(&mut self, id: i64) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE outputs SET state = 'done', attempts = attempts + 1, done_at = ?2,
-                        last_error = NULL WHERE id = ?1",
-            )?
-            .execute(params![id, time::now_rfc3339()])?;
-        Ok(())
-    }
-
-    /// Records a failed attempt: retried at `retry_at`, or `failed` for good if `None`.
-    pub fn job_failed(&mut self, id: i64, error: &str, retry_at: Option<&str>) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "UPDATE outputs SET attempts = attempts + 1, last_error = ?2,
-                        state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
-                        next_attempt_at = coalesce(?3, next_attempt_at)
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, error, retry_at])?;
-        Ok(())
+    /// Records delivery attempts in one transaction.
+    pub fn finish_jobs(&mut self, results: &[Attempt]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let now = time::now_rfc3339();
+        for a in results {
+            match &a.outcome {
+                Ok(()) => tx
+                    .prepare_cached(
+                        "UPDATE outputs SET state = 'done', attempts = attempts + 1, done_at = ?2,
+                                last_error = NULL WHERE id = ?1",
+                    )?
+                    .execute(params![a.id, now])?,
+                // Retried at `retry_at`, or `failed` for good when there is none.
+                Err((error, retry_at)) => tx
+                    .prepare_cached(
+                        "UPDATE outputs SET attempts = attempts + 1, last_error = ?2,
+                                state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
+                                next_attempt_at = coalesce(?3, next_attempt_at)
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![a.id, error, retry_at])?,
+            };
+        }
+        tx.commit()
     }
 
     /// Queues a reprint of `certificate_id`'s latest applied message on `sinks`.

@@ -22,6 +22,10 @@ use crate::store::{Ack, Arrival, OutputPlan, Store};
 const MAX_BATCH: usize = 256;
 /// Requests that may wait for the writer before senders are made to wait too.
 const QUEUE: usize = 1024;
+/// Batches after which the WAL is checkpointed once nobody is waiting...
+const CHECKPOINT_IDLE: u32 = 32;
+/// ...and after which it is checkpointed even under load, to bound the `-wal` file.
+const CHECKPOINT_BUSY: u32 = 1024;
 
 type Reply = oneshot::Sender<Result<Ack, String>>;
 type Call = Box<dyn FnOnce(&mut Store) + Send>;
@@ -99,6 +103,7 @@ fn run(
 ) {
     let mut batch: Vec<(Box<Arrival>, Reply)> = Vec::with_capacity(MAX_BATCH);
     let mut calls: Vec<Call> = Vec::new();
+    let mut since_checkpoint = 0u32;
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
@@ -110,11 +115,22 @@ fn run(
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() && commit(&mut store, &plan, &mut batch) {
-            changes.send_modify(|n| *n += 1);
+        if !batch.is_empty() {
+            since_checkpoint += 1;
+            if commit(&mut store, &plan, &mut batch) {
+                changes.send_modify(|n| *n += 1);
+            }
         }
         for call in calls.drain(..) {
             call(&mut store);
+        }
+        // Checkpoint after the answers went out, preferably when nobody is waiting.
+        let idle = rx.is_empty();
+        if (idle && since_checkpoint >= CHECKPOINT_IDLE) || since_checkpoint >= CHECKPOINT_BUSY {
+            match store.checkpoint() {
+                Ok(_) => since_checkpoint = 0,
+                Err(e) => log::warn!("WAL checkpoint failed (will retry): {e}"),
+            }
         }
     }
     // Channel closed: every sender is gone, the runtime is shutting down. Dropping the

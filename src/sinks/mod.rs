@@ -23,6 +23,14 @@ impl Sink {
         }
     }
 
+    /// Jobs taken per round. One for sinks whose delivery must not repeat after a
+    /// crash (a receipt); many for idempotent, cheap ones.
+    pub fn batch(&self) -> usize {
+        match self {
+            Sink::Log => 64,
+        }
+    }
+
     pub fn time_limit(&self) -> Duration {
         match self {
             Sink::Log => Duration::from_secs(1),

@@ -1,0 +1,373 @@
+//! Load generator for coupond (SPEC §10). Run with `bench/run` (builds the release
+//! binary first), or:
+//!
+//! ```text
+//! cargo run --release --example bench -- --bin target/release/coupond [--senders 8] [--seconds 10] [-- EXTRA SERVE FLAGS]
+//! ```
+//!
+//! In one run, on the same file system, it measures:
+//! 1. the disk's single-commit ceiling: a loop of one-row `synchronous=FULL` WAL commits;
+//! 2. coupond under N concurrent keep-alive senders, each pushing distinct signed coupon
+//!    messages: durable messages per second, ack latency p50/p99/max, the daemon's peak
+//!    RSS (VmHWM), start-up time to the listening line, and CPU while idle afterwards.
+//!
+//! Numbers from a shared machine are noisy: compare the ratios printed in one run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "bench-secret";
+const KEY: &str = "bench-app";
+
+struct Opts {
+    bin: PathBuf,
+    senders: usize,
+    seconds: u64,
+    dir: PathBuf,
+    extra: Vec<String>,
+    /// An LD_PRELOAD library (bench/slowsync.c) and its flush delay, for both the
+    /// ceiling loop and the daemon.
+    preload: Option<PathBuf>,
+    flush_us: u64,
+    ceiling_only: Option<PathBuf>,
+}
+
+fn parse_opts() -> Opts {
+    let mut o = Opts {
+        bin: PathBuf::from("target/release/coupond"),
+        senders: 8,
+        seconds: 10,
+        dir: std::env::temp_dir().join(format!("coupond-bench-{}", std::process::id())),
+        extra: Vec::new(),
+        preload: None,
+        flush_us: 0,
+        ceiling_only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--bin" => o.bin = args.next().expect("--bin PATH").into(),
+            "--senders" => {
+                o.senders = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--senders N")
+            }
+            "--seconds" => {
+                o.seconds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--seconds N")
+            }
+            "--dir" => o.dir = args.next().expect("--dir PATH").into(),
+            "--preload" => o.preload = Some(args.next().expect("--preload LIB").into()),
+            "--flush-us" => {
+                o.flush_us = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--flush-us N")
+            }
+            "--ceiling-only" => {
+                o.ceiling_only = Some(args.next().expect("--ceiling-only DB").into())
+            }
+            "--" => o.extra = args.by_ref().collect(),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    o
+}
+
+fn main() {
+    let o = parse_opts();
+    if let Some(db) = &o.ceiling_only {
+        println!("{}", single_commit_ceiling(db, Duration::from_secs(3)));
+        return;
+    }
+    std::fs::create_dir_all(&o.dir).unwrap();
+    println!(
+        "coupond benchmark: {} senders, {} s, scratch {}",
+        o.senders,
+        o.seconds,
+        o.dir.display()
+    );
+
+    // In a child process, so that the same LD_PRELOAD applies to it as to the daemon.
+    let out = preloaded(&o, Command::new(std::env::current_exe().unwrap()))
+        .arg("--ceiling-only")
+        .arg(o.dir.join("ceiling.db"))
+        .output()
+        .unwrap();
+    let ceiling: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the ceiling run prints commits per second");
+    println!("single-commit ceiling   {ceiling:>10.0} commits/s   (one-row synchronous=FULL WAL commits, same disk)");
+
+    let run = load(&o);
+    println!(
+        "daemon start to listen  {:>10.1} ms",
+        run.startup.as_secs_f64() * 1e3
+    );
+    println!(
+        "durable messages        {:>10.0} msg/s     ({} acknowledged, {} errors) = {:.1}x the single-commit ceiling",
+        run.rate,
+        run.acked,
+        run.errors,
+        run.rate / ceiling
+    );
+    println!(
+        "ack latency             p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+        run.p50 * 1e3,
+        run.p99 * 1e3,
+        run.max * 1e3
+    );
+    println!(
+        "peak RSS (VmHWM)        {:>10.1} MB",
+        run.peak_rss_kb as f64 / 1024.0
+    );
+    println!("idle CPU after load     {:>10.2} %", run.idle_cpu_pct);
+    println!("stored rows             {:>10}", run.stored);
+    let _ = std::fs::remove_dir_all(&o.dir);
+}
+
+fn preloaded(o: &Opts, mut cmd: Command) -> Command {
+    if let Some(lib) = &o.preload {
+        cmd.env("LD_PRELOAD", lib)
+            .env("COUPOND_BENCH_FLUSH_US", o.flush_us.to_string());
+    }
+    cmd
+}
+
+fn single_commit_ceiling(path: &Path, dur: Duration) -> f64 {
+    let _ = std::fs::remove_file(path);
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+        .unwrap();
+    c.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < dur {
+        c.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {n}")])
+            .unwrap();
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Run {
+    startup: Duration,
+    rate: f64,
+    acked: usize,
+    errors: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    peak_rss_kb: u64,
+    idle_cpu_pct: f64,
+    stored: i64,
+}
+
+fn load(o: &Opts) -> Run {
+    let secret = o.dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let db = o.dir.join("bench.db");
+    let started = Instant::now();
+    let mut child = preloaded(o, Command::new(&o.bin))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-key",
+            KEY,
+            "--log-level",
+            "warn",
+        ])
+        .arg("--db")
+        .arg(&db)
+        .arg("--secret-file")
+        .arg(&secret)
+        .args(&o.extra)
+        .env("COUPOND_LOG_LEVEL", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coupond (build it with cargo build --release)");
+    // The daemon runs at log level warn (no line per request), so the port is read off
+    // /proc rather than off the "listening on" line.
+    let pid = child.id();
+    let addr = wait_for_port(pid);
+    let startup = started.elapsed();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("coupond: {line}");
+        }
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..o.senders)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || sender(addr, t, &stop))
+        })
+        .collect();
+    let load_started = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for h in handles {
+        let (l, e) = h.join().unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    let elapsed = load_started.elapsed().as_secs_f64();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let peak_rss_kb = proc_status_kb(pid, "VmHWM");
+    let cpu0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu1 = cpu_ticks(pid);
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let idle_cpu_pct = (cpu1 - cpu0) as f64 / ticks_per_sec / 3.0 * 100.0;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let stored: i64 = c
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    Run {
+        startup,
+        rate: lat.len() as f64 / elapsed,
+        acked: lat.len(),
+        errors,
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: lat.last().copied().unwrap_or(0.0),
+        peak_rss_kb,
+        idle_cpu_pct,
+        stored,
+    }
+}
+
+/// Finds the TCP port the daemon listens on, from /proc/net/tcp and its socket inodes.
+fn wait_for_port(pid: u32) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter_map(|l| {
+                        l.to_str()?
+                            .strip_prefix("socket:[")?
+                            .strip_suffix(']')
+                            .map(String::from)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        for line in tcp.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, st == 0A (LISTEN), inode
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = u16::from_str_radix(f[1].split(':').nth(1).unwrap(), 16).unwrap();
+                return SocketAddr::from(([127, 0, 0, 1], port));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("coupond did not start listening");
+}
+
+fn proc_status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after ')'.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// One keep-alive sender: distinct messages back to back; returns latencies (s) and errors.
+fn sender(addr: SocketAddr, t: usize, stop: &AtomicBool) -> (Vec<f64>, usize) {
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let content = format!(
+            r#"{{"action":"verify","msg_time":{},"certificate":{{"certificate_id":"b-{t}-{i}","order_id":"o-{i}","account_id":"1234"}}}}"#,
+            1_700_000_000 + i
+        );
+        let body = format!(
+            r#"{{"event":"life_trade_certificate_notify","client_key":"{KEY}","content":{},"log_id":"BENCH{t}x{i}"}}"#,
+            serde_json::Value::String(content)
+        );
+        let sig = coupond::signature::sign(SECRET, body.as_bytes());
+        let req = format!(
+            "POST /douyin/webhook HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Douyin-Signature: {sig}\r\nMsg-Id: bench-{t}-{i}\r\n\r\n{body}",
+            body.len()
+        );
+        let s = match conn.as_mut() {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(addr).unwrap();
+                s.set_nodelay(true).unwrap();
+                conn.insert(BufReader::new(s))
+            }
+        };
+        let started = Instant::now();
+        let ok = s.get_mut().write_all(req.as_bytes()).is_ok() && read_status(s) == Some(200);
+        if ok {
+            lat.push(started.elapsed().as_secs_f64());
+        } else {
+            errors += 1;
+            conn = None;
+        }
+        i += 1;
+    }
+    (lat, errors)
+}
+
+/// Reads one response on a keep-alive connection; returns its status.
+fn read_status(s: &mut BufReader<TcpStream>) -> Option<u16> {
+    let mut text = String::new();
+    while !text.ends_with("\r\n\r\n") {
+        if s.read_line(&mut text).ok()? == 0 {
+            return None;
+        }
+    }
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let len: usize = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some(status)
+}
