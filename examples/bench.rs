@@ -35,6 +35,8 @@ struct Opts {
     preload: Option<PathBuf>,
     flush_us: u64,
     ceiling_only: Option<PathBuf>,
+    /// Attach a printer that accepts connections and never reads.
+    stalled_printer: bool,
 }
 
 fn parse_opts() -> Opts {
@@ -47,6 +49,7 @@ fn parse_opts() -> Opts {
         preload: None,
         flush_us: 0,
         ceiling_only: None,
+        stalled_printer: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -75,6 +78,7 @@ fn parse_opts() -> Opts {
             "--ceiling-only" => {
                 o.ceiling_only = Some(args.next().expect("--ceiling-only DB").into())
             }
+            "--stalled-printer" => o.stalled_printer = true,
             "--" => o.extra = args.by_ref().collect(),
             other => panic!("unknown argument {other}"),
         }
@@ -177,6 +181,18 @@ fn load(o: &Opts) -> Run {
     let secret = o.dir.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
     let db = o.dir.join("bench.db");
+    let mut extra = o.extra.clone();
+    if o.stalled_printer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        extra.extend([
+            "--printer".to_string(),
+            format!("tcp://{}", listener.local_addr().unwrap()),
+        ]);
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+    }
     let started = Instant::now();
     let mut child = preloaded(o, Command::new(&o.bin))
         .args([
@@ -192,7 +208,7 @@ fn load(o: &Opts) -> Run {
         .arg(&db)
         .arg("--secret-file")
         .arg(&secret)
-        .args(&o.extra)
+        .args(&extra)
         .env("COUPOND_LOG_LEVEL", "warn")
         .stderr(Stdio::piped())
         .spawn()

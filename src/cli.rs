@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::config::{self, Parsed, COMMANDS};
-use crate::{send, serve, status};
+use crate::{reprint, send, serve, status};
 
 pub fn main(argv: &[String]) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
@@ -25,7 +25,7 @@ pub fn main(argv: &[String]) -> ExitCode {
     }
     let Some(command) = COMMANDS.iter().copied().find(|c| c.name == name) else {
         eprintln!(
-            "coupond: unknown command {name:?}; commands: serve, status, send (see coupond --help)"
+            "coupond: unknown command {name:?}; commands: serve, status, send, reprint (see coupond --help)"
         );
         return ExitCode::from(2);
     };
@@ -55,6 +55,10 @@ pub fn main(argv: &[String]) -> ExitCode {
                 Ok(false) => return ExitCode::FAILURE,
                 Err(e) => Err(e),
             },
+            Err(e) => return usage_error(&e),
+        },
+        "reprint" => match config::ReprintConfig::from_args(&args) {
+            Ok(cfg) => reprint::run(&cfg),
             Err(e) => return usage_error(&e),
         },
         _ => unreachable!("every command in COMMANDS is dispatched"),

@@ -109,8 +109,57 @@ pub const SERVE: Command = Command {
             Some("64KiB"),
             "largest accepted request body (suffixes K, KiB, M, MiB); larger ones get 413 unread",
         ),
+        flag(
+            "printer",
+            "DEST",
+            None,
+            "ESC/POS receipt printer: a device or file (/dev/usb/lp0) or tcp://HOST[:PORT] (port 9100)",
+        ),
+        flag("paper-width", "MM", Some("58"), "receipt paper: 58 (32 columns) or 80 (48 columns)"),
+        flag("store-name", "NAME", None, "store name printed at the top of each receipt"),
+        flag(
+            "printer-status",
+            "on|off",
+            Some("on"),
+            "ask a tcp:// printer for paper and online status (DLE EOT) around each receipt",
+        ),
+        flag(
+            "display-listen",
+            "ADDR",
+            None,
+            "serve the counter display page on this IP:PORT (keep it on loopback or the shop LAN)",
+        ),
+        flag(
+            "exec",
+            "CMD",
+            None,
+            "run CMD (with /bin/sh -c) for each applied message, its JSON on stdin; exit 0 = done",
+        ),
+        flag("exec-timeout", "SECS", Some("30"), "time limit for one --exec run"),
+        PRINT_ACTIONS,
+        flag(
+            "output-attempts",
+            "N",
+            Some("60"),
+            "delivery attempts per output before it is marked failed (backoff 1 s doubling to 60 s)",
+        ),
         LOG_LEVEL,
     ],
+};
+
+const PRINT_ACTIONS: Flag = flag(
+    "print-actions",
+    "LIST",
+    Some("verify,verify_cancel,refund_success"),
+    "actions that produce output (receipt, display, exec, log)",
+);
+
+pub const REPRINT: Command = Command {
+    name: "reprint",
+    about:
+        "Queue a reprint (marked 重打) of a coupon's latest receipt; the running daemon prints it",
+    positional: Some("CERTIFICATE_ID"),
+    flags: &[DB],
 };
 
 pub const STATUS: Command = Command {
@@ -169,7 +218,7 @@ pub const SEND: Command = Command {
     ],
 };
 
-pub const COMMANDS: &[&Command] = &[&SERVE, &STATUS, &SEND];
+pub const COMMANDS: &[&Command] = &[&SERVE, &STATUS, &SEND, &REPRINT];
 
 /// Where a value came from, to name it in an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -385,6 +434,90 @@ pub struct ServeConfig {
     pub apps: Apps,
     pub max_body: usize,
     pub log_level: LevelFilter,
+    pub printer: Option<PrinterDest>,
+    pub paper_columns: usize,
+    pub store_name: Option<String>,
+    pub printer_status: bool,
+    pub display_listen: Option<SocketAddr>,
+    pub exec: Option<String>,
+    pub exec_timeout: Duration,
+    pub print_actions: Vec<Action>,
+    pub output_attempts: i64,
+}
+
+/// Where receipts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrinterDest {
+    /// A raw TCP port (JetDirect / port 9100).
+    Tcp { host: String, port: u16 },
+    /// A device (`/dev/usb/lp0`, `/dev/ttyUSB0`), a FIFO or a file, written as is.
+    Path(PathBuf),
+}
+
+impl fmt::Display for PrinterDest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrinterDest::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            PrinterDest::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl PrinterDest {
+    pub fn parse(v: &str) -> Result<PrinterDest, String> {
+        if let Some(rest) = v.strip_prefix("tcp://") {
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                    (h, p.parse().map_err(|_| format!("bad port {p:?}"))?)
+                }
+                _ => (rest, 9100),
+            };
+            if host.is_empty() {
+                return Err("want tcp://HOST[:PORT]".into());
+            }
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            return Ok(PrinterDest::Tcp { host, port });
+        }
+        if v.contains("://") {
+            return Err("want a device path such as /dev/usb/lp0, or tcp://HOST[:PORT]".into());
+        }
+        if !v.starts_with('/') {
+            return Err("want an absolute path such as /dev/usb/lp0, or tcp://HOST[:PORT]".into());
+        }
+        Ok(PrinterDest::Path(PathBuf::from(v)))
+    }
+}
+
+/// `verify,verify_cancel,refund_success` (any subset, comma separated).
+pub fn parse_actions(v: &str) -> Result<Vec<Action>, String> {
+    let mut actions = Vec::new();
+    for word in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let a = Action::parse(word)
+            .ok_or_else(|| format!("{word:?} is not verify, verify_cancel or refund_success"))?;
+        if !actions.contains(&a) {
+            actions.push(a);
+        }
+    }
+    Ok(actions)
+}
+
+fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err("want on or off".into()),
+    }
+}
+
+fn parse_positive(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("want a whole number above 0".into()),
+    }
 }
 
 impl ServeConfig {
@@ -405,7 +538,42 @@ impl ServeConfig {
         let max_body = args.parsed("max-body", parse_size)?.expect("has a default");
         let client_keys = args.client_keys()?;
         let secrets = load_secrets(args.opt("secret-file").as_deref(), env)?;
+        let display_listen = args.parsed("display-listen", parse_addr)?;
+        if display_listen.is_some_and(|d| d.port() != 0 && d == listen) {
+            return err(
+                "--display-listen must differ from --listen: the webhook port is reachable \
+                 through the tunnel, the display must not be",
+            );
+        }
+        let exec = args.parsed("exec", |v| {
+            if v.trim().is_empty() {
+                Err("want a command".to_string())
+            } else {
+                Ok(v.to_string())
+            }
+        })?;
         Ok(ServeConfig {
+            printer: args.parsed("printer", PrinterDest::parse)?,
+            paper_columns: args
+                .parsed("paper-width", |v| match v.trim_end_matches("mm") {
+                    "58" => Ok(32),
+                    "80" => Ok(48),
+                    _ => Err("want 58 or 80 (millimetres)".to_string()),
+                })?
+                .unwrap_or(32),
+            store_name: args.opt("store-name").filter(|s| !s.trim().is_empty()),
+            printer_status: args.parsed("printer-status", parse_on_off)?.unwrap_or(true),
+            display_listen,
+            exec,
+            exec_timeout: Duration::from_secs(
+                args.parsed("exec-timeout", parse_positive)?.unwrap_or(30),
+            ),
+            print_actions: args
+                .parsed("print-actions", parse_actions)?
+                .unwrap_or_default(),
+            output_attempts: args
+                .parsed("output-attempts", parse_positive)?
+                .unwrap_or(60) as i64,
             listen,
             path,
             db: args.db(),
@@ -415,6 +583,22 @@ impl ServeConfig {
             },
             max_body,
             log_level: args.log_level()?,
+        })
+    }
+}
+
+/// `coupond reprint`, validated.
+#[derive(Debug, Clone)]
+pub struct ReprintConfig {
+    pub db: PathBuf,
+    pub certificate_id: String,
+}
+
+impl ReprintConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        Ok(ReprintConfig {
+            db: args.db(),
+            certificate_id: args.positional[0].clone(),
         })
     }
 }
@@ -736,6 +920,68 @@ mod tests {
             .0
             .contains("holds no secret"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn output_settings() {
+        let secret = |k: &str| (k == "COUPOND_CLIENT_SECRET").then(|| "s".to_string());
+        let serve = |argv: &[&str]| {
+            let mut all = vec!["--client-key", "k"];
+            all.extend_from_slice(argv);
+            args(&SERVE, &all, &secret).and_then(|a| ServeConfig::from_args(&a, &secret))
+        };
+        let c = serve(&[]).unwrap();
+        assert_eq!(
+            (c.printer.clone(), c.paper_columns, c.printer_status),
+            (None, 32, true)
+        );
+        assert_eq!(c.print_actions, Action::ALL);
+        assert_eq!((c.output_attempts, c.exec_timeout.as_secs()), (60, 30));
+        let c = serve(&[
+            "--printer",
+            "tcp://10.0.0.5",
+            "--paper-width",
+            "80mm",
+            "--print-actions",
+            "verify, refund_success",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.printer,
+            Some(PrinterDest::Tcp {
+                host: "10.0.0.5".into(),
+                port: 9100
+            })
+        );
+        assert_eq!(c.paper_columns, 48);
+        assert_eq!(c.print_actions, [Action::Verify, Action::RefundSuccess]);
+        let c = serve(&["--printer", "/dev/usb/lp0", "--printer-status", "off"]).unwrap();
+        assert_eq!(c.printer, Some(PrinterDest::Path("/dev/usb/lp0".into())));
+        assert!(!c.printer_status);
+        assert_eq!(
+            PrinterDest::parse("tcp://printer.local:9101"),
+            Ok(PrinterDest::Tcp {
+                host: "printer.local".into(),
+                port: 9101
+            })
+        );
+        for (argv, want) in [
+            (&["--printer", "lp0"][..], "invalid --printer"),
+            (&["--printer", "usb://x"][..], "invalid --printer"),
+            (&["--paper-width", "70"][..], "invalid --paper-width"),
+            (
+                &["--print-actions", "verify,use"][..],
+                "invalid --print-actions",
+            ),
+            (
+                &["--display-listen", "127.0.0.1:8080"][..],
+                "--display-listen must differ",
+            ),
+            (&["--exec-timeout", "0"][..], "invalid --exec-timeout"),
+        ] {
+            let e = serve(argv).expect_err(&format!("{argv:?}")).0;
+            assert!(e.contains(want), "{argv:?}: {e}");
+        }
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //! - [`store`]: schema, migrations and every SQL statement, including the one
 //!   transaction that records a message, applies [`coupon`]'s state rule and queues
 //!   output jobs;
-//! - [`outbox`] and [`sinks`]: deliver the jobs after the answer.
+//! - [`outbox`] and [`sinks`]: deliver the jobs after the answer: the receipt printer
+//!   (`sinks::receipt` lays it out, `sinks::printer` sends it), the counter display
+//!   (`sinks::display`), a hook (`sinks::exec`) or the log.
 //!
 //! Around them: [`config`] (flags and environment, validated once), [`cli`] (subcommand
-//! dispatch), [`serve`], [`status`] and [`send`] (one module per subcommand), [`time`].
+//! dispatch), [`serve`], [`status`], [`send`] and [`reprint`] (one module per
+//! subcommand), [`time`].
 //!
 //! Invariants: no 200 before the commit that holds the message; an unsigned request
 //! costs at most one bounded row; a sink never blocks the runtime thread.
@@ -25,6 +28,7 @@ pub mod coupon;
 pub mod http;
 pub mod intake;
 pub mod outbox;
+pub mod reprint;
 pub mod send;
 pub mod serve;
 pub mod server;

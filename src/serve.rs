@@ -14,10 +14,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
-use crate::coupon::Action;
 use crate::http::{self, Webhook};
 use crate::outbox;
 use crate::server;
+use crate::sinks::display::{self, Feed};
+use crate::sinks::exec::Exec;
+use crate::sinks::printer::Printer;
 use crate::sinks::Sink;
 use crate::store::{OutputPlan, Store};
 use crate::writer::Writer;
@@ -44,10 +46,26 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
             cfg.listen
         )
     })?;
-    let sinks: Vec<Arc<Sink>> = vec![Arc::new(Sink::Log)];
+    let display = match cfg.display_listen {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen on --display-listen {addr}: {e} (choose another address)")
+            })?;
+            let seed = store
+                .latest_certificates(display::FEED_LEN)
+                .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
+            let feed = Arc::new(Feed::new(
+                seed.iter().map(display::Entry::from_row).collect(),
+            ));
+            Some((listener, feed))
+        }
+    };
+    let sinks = build_sinks(&cfg, display.as_ref().map(|(_, feed)| feed.clone()));
+    warn_orphaned_jobs(&store, &sinks);
     let plan = OutputPlan {
         sinks: sinks.iter().map(|s| s.name()).collect(),
-        actions: Action::ALL.to_vec(),
+        actions: cfg.print_actions.clone(),
     };
     let (changes_tx, changes) = watch::channel(0u64);
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
@@ -69,8 +87,19 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         tasks.spawn(outbox::run_sink(
             sink.clone(),
             writer.clone(),
-            60,
+            cfg.output_attempts,
             changes.clone(),
+            stop.clone(),
+        ));
+    }
+    if let Some((listener, feed)) = display {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        log::info!("display on http://{addr}/");
+        let stop_rx = stop.clone();
+        tasks.spawn(server::serve(
+            "display",
+            listener,
+            move |req| display::handle(feed.clone(), stop_rx.clone(), req),
             stop.clone(),
         ));
     }
@@ -94,6 +123,51 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let _ = tokio::task::spawn_blocking(move || db_thread.join()).await;
     log::info!("stopped; database closed");
     Ok(())
+}
+
+fn build_sinks(cfg: &ServeConfig, feed: Option<Arc<Feed>>) -> Vec<Arc<Sink>> {
+    let mut sinks = Vec::new();
+    if let Some(dest) = &cfg.printer {
+        sinks.push(Sink::Printer {
+            printer: Printer {
+                dest: dest.clone(),
+                status_check: cfg.printer_status,
+            },
+            store_name: cfg.store_name.clone(),
+            columns: cfg.paper_columns,
+        });
+    }
+    if let Some(feed) = feed {
+        sinks.push(Sink::Display(feed));
+    }
+    if let Some(command) = &cfg.exec {
+        sinks.push(Sink::Exec(Exec {
+            command: command.clone(),
+            timeout: cfg.exec_timeout,
+        }));
+    }
+    if sinks.is_empty() {
+        sinks.push(Sink::Log);
+    }
+    sinks.into_iter().map(Arc::new).collect()
+}
+
+/// Jobs queued for a sink this run does not have stay pending: say so once.
+fn warn_orphaned_jobs(store: &Store, sinks: &[Arc<Sink>]) {
+    let Ok(pending) = store.pending_by_sink() else {
+        return;
+    };
+    for (sink, n) in pending {
+        if !sinks.iter().any(|s| s.name() == sink) {
+            let flag = match sink.as_str() {
+                "printer" => "--printer",
+                "display" => "--display-listen",
+                "exec" => "--exec",
+                _ => "no output flag",
+            };
+            log::warn!("{n} {sink} output(s) are pending but this run has no {sink} ({flag}); they wait until it does");
+        }
+    }
 }
 
 async fn stop_on_signal(stop: watch::Sender<bool>) {

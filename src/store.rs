@@ -162,6 +162,8 @@ pub struct JobEvent {
     pub msg_time: i64,
     pub log_id: Option<String>,
     pub received_at: String,
+    /// Douyin's raw body, for hooks that want every field.
+    pub body: String,
 }
 
 /// The result of one delivery attempt: done, or the error and when to retry (`None`:
@@ -281,7 +283,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.sink, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
-                    m.received_at
+                    m.received_at, CAST(m.body AS TEXT)
              FROM outputs o JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'pending' AND o.sink = ?1
              ORDER BY o.id LIMIT ?2",
@@ -303,6 +305,7 @@ impl Store {
                     msg_time: r.get(11)?,
                     log_id: r.get(12)?,
                     received_at: r.get(13)?,
+                    body: r.get(14)?,
                 },
             })
         })?;
@@ -355,6 +358,15 @@ impl Store {
         }
         tx.commit()?;
         Ok(message_id)
+    }
+
+    /// Pending jobs per sink, to warn about sinks no longer configured.
+    pub fn pending_by_sink(&self) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sink, count(*) FROM outputs WHERE state = 'pending' GROUP BY sink ORDER BY sink",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
     }
 
     /// The most recently changed certificates, newest first.

@@ -1,8 +1,15 @@
 //! Where applied coupon messages go: the store's printer, display, a hook, or the log.
 //!
 //! A sink is a plain value that can deliver one [`Job`]; the outbox decides when. Each
-//! sink states its own time limit, after which the attempt counts as failed.
+//! sink states its own time limit, after which the attempt counts as failed, and how
+//! many jobs it takes per round (see `outbox`).
 
+pub mod display;
+pub mod exec;
+pub mod printer;
+pub mod receipt;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::coupon::Action;
@@ -11,6 +18,16 @@ use crate::time;
 
 /// A configured output.
 pub enum Sink {
+    /// `--printer`: an ESC/POS receipt.
+    Printer {
+        printer: printer::Printer,
+        store_name: Option<String>,
+        columns: usize,
+    },
+    /// `--display-listen`: the counter screen's feed.
+    Display(Arc<display::Feed>),
+    /// `--exec`: a command per applied message.
+    Exec(exec::Exec),
     /// No printer, display or hook configured: one log line per applied message.
     Log,
 }
@@ -19,26 +36,52 @@ impl Sink {
     /// The `outputs.sink` word.
     pub fn name(&self) -> &'static str {
         match self {
+            Sink::Printer { .. } => "printer",
+            Sink::Display(_) => "display",
+            Sink::Exec(_) => "exec",
             Sink::Log => "log",
         }
     }
 
     /// Jobs taken per round. One for sinks whose delivery must not repeat after a
-    /// crash (a receipt); many for idempotent, cheap ones.
+    /// crash (a receipt, a hook); many for idempotent, cheap ones.
     pub fn batch(&self) -> usize {
         match self {
-            Sink::Log => 64,
+            Sink::Printer { .. } | Sink::Exec(_) => 1,
+            Sink::Display(_) | Sink::Log => 64,
         }
     }
 
     pub fn time_limit(&self) -> Duration {
         match self {
-            Sink::Log => Duration::from_secs(1),
+            Sink::Printer { .. } => printer::TIME_LIMIT,
+            Sink::Exec(e) => e.timeout,
+            Sink::Display(_) | Sink::Log => Duration::from_secs(1),
         }
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
         match self {
+            Sink::Printer {
+                printer,
+                store_name,
+                columns,
+            } => {
+                let lines = receipt::lines(
+                    &job.event,
+                    job.reprint,
+                    time::now_secs(),
+                    store_name.as_deref(),
+                );
+                printer.send(receipt::escpos(&lines, *columns)).await?;
+                log::info!("printer: printed {}", describe(&job.event, job.reprint));
+                Ok(())
+            }
+            Sink::Display(feed) => {
+                feed.upsert(display::Entry::from_event(&job.event, job.reprint));
+                Ok(())
+            }
+            Sink::Exec(e) => e.run(job).await,
             Sink::Log => {
                 log::info!("{}", describe(&job.event, job.reprint));
                 Ok(())

@@ -2,6 +2,8 @@
 //! raw HTTP/1.1 client, Douyin-style signed bodies, and the SQLite file read directly.
 #![allow(dead_code)]
 
+pub mod escpos;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -280,10 +282,27 @@ pub fn request(
     read_response(&mut s, started)
 }
 
-/// Reads one response (the server closes the connection after it).
+/// Reads one response: up to `Content-Length` when the server sends one, else until
+/// the server closes the connection.
 pub fn read_response(s: &mut TcpStream, started: Instant) -> Response {
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|n| raw.len() >= end + 4 + n) {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     parse_response(&raw, started.elapsed())
 }
 

@@ -1,0 +1,229 @@
+//! The counter display (`--display-listen`): a page for a kiosk browser on the box and a
+//! JSON endpoint beside it, on their own port (never the webhook port, which the tunnel
+//! exposes).
+//!
+//! The page shows the latest coupons, newest first. Its data is a small in-memory
+//! [`Feed`]: seeded from the `certificates` table at start, then updated by `display`
+//! output jobs, so a coupon appears once its message is committed and the display job
+//! is delivered (at once, unless the daemon restarts in between, when the job is
+//! redelivered: an update keyed by certificate is harmless twice). The page long-polls
+//! `/api/coupons?after=GENERATION`, so a change shows within a moment, and says plainly
+//! when the daemon cannot be reached. No external assets: the box is offline.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::watch;
+
+use crate::coupon::{Action, Status};
+use crate::http::{json, text, Body};
+use crate::sinks::mask_code;
+use crate::store::{CertificateRow, JobEvent};
+use crate::time;
+
+/// Coupons the feed keeps (the page shows them all).
+pub const FEED_LEN: usize = 12;
+/// How long a long poll waits for a change before answering anyway.
+const LONG_POLL: Duration = Duration::from_secs(20);
+
+const PAGE: &str = include_str!("display.html");
+
+/// One coupon as the screen shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct Entry {
+    pub certificate_id: String,
+    pub status: String,
+    pub headline: String,
+    pub order_id: Option<String>,
+    pub code: Option<String>,
+    pub account_id: Option<String>,
+    /// Event time in the box's local time zone.
+    pub event_time: String,
+    pub msg_time: i64,
+    pub reprint: bool,
+}
+
+impl Entry {
+    pub fn from_event(e: &JobEvent, reprint: bool) -> Entry {
+        let action = Action::parse(&e.action);
+        Entry::new(
+            action,
+            &e.certificate_id,
+            &e.order_id,
+            &e.code,
+            &e.account_id,
+            e.msg_time,
+            reprint,
+        )
+    }
+
+    pub fn from_row(r: &CertificateRow) -> Entry {
+        let action = Status::parse(&r.status).map(Status::action);
+        Entry::new(
+            action,
+            &r.certificate_id,
+            &r.order_id,
+            &r.code,
+            &r.account_id,
+            r.status_msg_time,
+            false,
+        )
+    }
+
+    fn new(
+        action: Option<Action>,
+        certificate_id: &str,
+        order_id: &Option<String>,
+        code: &Option<String>,
+        account_id: &Option<String>,
+        msg_time: i64,
+        reprint: bool,
+    ) -> Entry {
+        Entry {
+            certificate_id: certificate_id.to_string(),
+            status: action.map_or("", |a| a.status().as_str()).to_string(),
+            headline: action.map_or("", Action::headline_zh).to_string(),
+            order_id: order_id.clone(),
+            code: code.as_deref().map(mask_code),
+            account_id: account_id.clone(),
+            event_time: time::local_datetime(msg_time),
+            msg_time,
+            reprint,
+        }
+    }
+}
+
+/// The latest coupons, newest first, with a generation number that changes with them.
+pub struct Feed {
+    entries: Mutex<Vec<Entry>>,
+    generation: watch::Sender<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct Snapshot<'a> {
+    generation: u64,
+    coupons: &'a [Entry],
+}
+
+impl Feed {
+    pub fn new(seed: Vec<Entry>) -> Feed {
+        let mut seed = seed;
+        seed.truncate(FEED_LEN);
+        Feed {
+            entries: Mutex::new(seed),
+            generation: watch::channel(1).0,
+        }
+    }
+
+    /// Puts `e` first, replacing the same coupon's older entry.
+    pub fn upsert(&self, e: Entry) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|x| x.certificate_id != e.certificate_id);
+        entries.insert(0, e);
+        entries.truncate(FEED_LEN);
+        drop(entries);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn json(&self) -> Vec<u8> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let generation = *self.generation.borrow();
+        serde_json::to_vec(&Snapshot {
+            generation,
+            coupons: &entries,
+        })
+        .unwrap_or_default()
+    }
+
+    /// Waits until the generation differs from `seen`, at most `LONG_POLL`, or `stop`.
+    async fn changed_since(&self, seen: u64, stop: &mut watch::Receiver<bool>) {
+        let mut rx = self.generation.subscribe();
+        let wait = rx.wait_for(|g| *g != seen);
+        tokio::select! {
+            _ = tokio::time::timeout(LONG_POLL, wait) => {}
+            _ = crate::server::stopped(stop) => {}
+        }
+    }
+}
+
+/// Answers one request on the display port.
+pub async fn handle(
+    feed: Arc<Feed>,
+    mut stop: watch::Receiver<bool>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"));
+    }
+    let mut resp = match req.uri().path() {
+        "/" => {
+            let mut r = text(StatusCode::OK, PAGE);
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        "/api/coupons" => {
+            let query: HashMap<&str, &str> = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .collect();
+            if let Some(seen) = query.get("after").and_then(|v| v.parse::<u64>().ok()) {
+                feed.changed_since(seen, &mut stop).await;
+            }
+            json(StatusCode::OK, feed.json())
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, status: &str) -> Entry {
+        Entry {
+            certificate_id: id.into(),
+            status: status.into(),
+            headline: String::new(),
+            order_id: None,
+            code: None,
+            account_id: None,
+            event_time: String::new(),
+            msg_time: 0,
+            reprint: false,
+        }
+    }
+
+    #[test]
+    fn newest_first_one_entry_per_coupon_bounded() {
+        let feed = Feed::new(vec![entry("a", "verified")]);
+        feed.upsert(entry("b", "verified"));
+        feed.upsert(entry("a", "cancelled"));
+        {
+            let e = feed.entries.lock().unwrap();
+            let ids: Vec<(&str, &str)> = e
+                .iter()
+                .map(|x| (x.certificate_id.as_str(), x.status.as_str()))
+                .collect();
+            assert_eq!(ids, [("a", "cancelled"), ("b", "verified")]);
+        }
+        for i in 0..50 {
+            feed.upsert(entry(&format!("c{i}"), "verified"));
+        }
+        assert_eq!(feed.entries.lock().unwrap().len(), FEED_LEN);
+        assert_eq!(*feed.generation.borrow(), 53);
+    }
+}
