@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use crate::config::{self, Parsed, COMMANDS};
-use crate::{reprint, send, serve, status};
+use crate::{reprint, reverify, send, serve, status};
 
 pub fn main(argv: &[String]) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
@@ -25,7 +25,7 @@ pub fn main(argv: &[String]) -> ExitCode {
     }
     let Some(command) = COMMANDS.iter().copied().find(|c| c.name == name) else {
         eprintln!(
-            "coupond: unknown command {name:?}; commands: serve, status, send, reprint (see coupond --help)"
+            "coupond: unknown command {name:?}; commands: serve, status, send, reprint, reverify (see coupond --help)"
         );
         return ExitCode::from(2);
     };
@@ -59,6 +59,10 @@ pub fn main(argv: &[String]) -> ExitCode {
         },
         "reprint" => match config::ReprintConfig::from_args(&args) {
             Ok(cfg) => reprint::run(&cfg),
+            Err(e) => return usage_error(&e),
+        },
+        "reverify" => match config::ReverifyConfig::from_args(&args, &env) {
+            Ok(cfg) => reverify::run(&cfg),
             Err(e) => return usage_error(&e),
         },
         _ => unreachable!("every command in COMMANDS is dispatched"),

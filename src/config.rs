@@ -109,12 +109,7 @@ pub const SERVE: Command = Command {
             Some("64KiB"),
             "largest accepted request body (suffixes K, KiB, M, MiB); larger ones get 413 unread",
         ),
-        flag(
-            "printer",
-            "DEST",
-            None,
-            "ESC/POS receipt printer: a device or file (/dev/usb/lp0) or tcp://HOST[:PORT] (port 9100)",
-        ),
+        PRINTER,
         flag("paper-width", "MM", Some("58"), "receipt paper: 58 (32 columns) or 80 (48 columns)"),
         flag("store-name", "NAME", None, "store name printed at the top of each receipt"),
         flag(
@@ -123,18 +118,8 @@ pub const SERVE: Command = Command {
             Some("on"),
             "ask a tcp:// printer for paper and online status (DLE EOT) around each receipt",
         ),
-        flag(
-            "display-listen",
-            "ADDR",
-            None,
-            "serve the counter display page on this IP:PORT (keep it on loopback or the shop LAN)",
-        ),
-        flag(
-            "exec",
-            "CMD",
-            None,
-            "run CMD (with /bin/sh -c) for each applied message, its JSON on stdin; exit 0 = done",
-        ),
+        DISPLAY_LISTEN,
+        EXEC,
         flag("exec-timeout", "SECS", Some("30"), "time limit for one --exec run"),
         PRINT_ACTIONS,
         flag(
@@ -143,7 +128,48 @@ pub const SERVE: Command = Command {
             Some("60"),
             "delivery attempts per output before it is marked failed (backoff 1 s doubling to 60 s)",
         ),
+        flag(
+            "keep-days",
+            "DAYS",
+            Some("90"),
+            "prune message bodies, delivered outputs and rejects older than this (0: keep all); \
+             coupon state and pending work are never pruned",
+        ),
         LOG_LEVEL,
+    ],
+};
+
+const PRINTER: Flag = flag(
+    "printer",
+    "DEST",
+    None,
+    "ESC/POS receipt printer: a device or file (/dev/usb/lp0) or tcp://HOST[:PORT] (port 9100)",
+);
+const DISPLAY_LISTEN: Flag = flag(
+    "display-listen",
+    "ADDR",
+    None,
+    "serve the counter display page on this IP:PORT (keep it on loopback or the shop LAN)",
+);
+const EXEC: Flag = flag(
+    "exec",
+    "CMD",
+    None,
+    "run CMD (with /bin/sh -c) for each applied message, its JSON on stdin; exit 0 = done",
+);
+
+pub const REVERIFY: Command = Command {
+    name: "reverify",
+    about: "Re-check rejected pushes with the current secrets and record those that now verify",
+    positional: None,
+    flags: &[
+        DB,
+        CLIENT_KEY,
+        SECRET_FILE,
+        PRINTER,
+        DISPLAY_LISTEN,
+        EXEC,
+        PRINT_ACTIONS,
     ],
 };
 
@@ -218,7 +244,7 @@ pub const SEND: Command = Command {
     ],
 };
 
-pub const COMMANDS: &[&Command] = &[&SERVE, &STATUS, &SEND, &REPRINT];
+pub const COMMANDS: &[&Command] = &[&SERVE, &STATUS, &SEND, &REPRINT, &REVERIFY];
 
 /// Where a value came from, to name it in an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -443,6 +469,8 @@ pub struct ServeConfig {
     pub exec_timeout: Duration,
     pub print_actions: Vec<Action>,
     pub output_attempts: i64,
+    /// `None`: keep everything.
+    pub keep_days: Option<u32>,
 }
 
 /// Where receipts go.
@@ -574,6 +602,12 @@ impl ServeConfig {
             output_attempts: args
                 .parsed("output-attempts", parse_positive)?
                 .unwrap_or(60) as i64,
+            keep_days: args
+                .parsed("keep-days", |v| {
+                    v.parse::<u32>()
+                        .map_err(|_| "want a whole number of days (0 keeps everything)".to_string())
+                })?
+                .filter(|d| *d > 0),
             listen,
             path,
             db: args.db(),
@@ -599,6 +633,42 @@ impl ReprintConfig {
         Ok(ReprintConfig {
             db: args.db(),
             certificate_id: args.positional[0].clone(),
+        })
+    }
+}
+
+/// `coupond reverify`, validated.
+#[derive(Debug, Clone)]
+pub struct ReverifyConfig {
+    pub db: PathBuf,
+    pub apps: Apps,
+    /// The sinks the daemon has (from the same settings), for the recovered messages'
+    /// output jobs.
+    pub sinks: Vec<&'static str>,
+    pub print_actions: Vec<Action>,
+}
+
+impl ReverifyConfig {
+    pub fn from_args(
+        args: &Args,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        args.parsed("printer", PrinterDest::parse)?;
+        args.parsed("display-listen", parse_addr)?;
+        Ok(ReverifyConfig {
+            db: args.db(),
+            apps: Apps {
+                client_keys: args.client_keys()?,
+                secrets: load_secrets(args.opt("secret-file").as_deref(), env)?,
+            },
+            sinks: crate::sinks::names(
+                args.opt("printer").is_some(),
+                args.opt("display-listen").is_some(),
+                args.opt("exec").is_some(),
+            ),
+            print_actions: args
+                .parsed("print-actions", parse_actions)?
+                .unwrap_or_default(),
         })
     }
 }

@@ -15,9 +15,9 @@
 //!   (`sinks::receipt` lays it out, `sinks::printer` sends it), the counter display
 //!   (`sinks::display`), a hook (`sinks::exec`) or the log.
 //!
-//! Around them: [`config`] (flags and environment, validated once), [`cli`] (subcommand
-//! dispatch), [`serve`], [`status`], [`send`] and [`reprint`] (one module per
-//! subcommand), [`time`].
+//! Around them: [`notify`] (systemd READY, watchdog, STATUS), [`config`] (flags and environment, validated once), [`cli`] (subcommand
+//! dispatch), [`serve`], [`status`], [`send`], [`reprint`] and [`reverify`] (one
+//! module per subcommand), [`retention`] (pruning old rows), [`time`].
 //!
 //! Invariants: no 200 before the commit that holds the message; an unsigned request
 //! costs at most one bounded row; a sink never blocks the runtime thread.
@@ -27,8 +27,11 @@ pub mod config;
 pub mod coupon;
 pub mod http;
 pub mod intake;
+pub mod notify;
 pub mod outbox;
 pub mod reprint;
+pub mod retention;
+pub mod reverify;
 pub mod send;
 pub mod serve;
 pub mod server;

@@ -6,14 +6,7 @@ use crate::config::ReprintConfig;
 use crate::store::Store;
 
 pub fn run(cfg: &ReprintConfig) -> Result<(), String> {
-    if !cfg.db.exists() {
-        return Err(format!(
-            "no database at {} (is --db right? `coupond serve` creates it)",
-            cfg.db.display()
-        ));
-    }
-    let mut store = Store::open(&cfg.db)
-        .map_err(|e| format!("cannot open database {}: {e}", cfg.db.display()))?;
+    let mut store = Store::open_existing(&cfg.db, false)?;
     match store.queue_reprint(&cfg.certificate_id, &["printer"]) {
         Ok(Some(message_id)) => {
             println!(

@@ -8,6 +8,7 @@
 //! the database from the writer thread.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -15,7 +16,10 @@ use tokio::sync::watch;
 
 use crate::config::ServeConfig;
 use crate::http::{self, Webhook};
+use crate::notify::Notifier;
 use crate::outbox;
+use crate::retention;
+use crate::reverify;
 use crate::server;
 use crate::sinks::display::{self, Feed};
 use crate::sinks::exec::Exec;
@@ -67,6 +71,14 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         sinks: sinks.iter().map(|s| s.name()).collect(),
         actions: cfg.print_actions.clone(),
     };
+    let mut store = store;
+    match reverify::pass(&mut store, &cfg.apps, &plan) {
+        Ok(r) if r.recovered > 0 => {
+            log::warn!("reverify: {r} (they were rejected under an earlier configuration)")
+        }
+        Ok(_) => {}
+        Err(e) => log::error!("reverify: {e}"),
+    }
     let (changes_tx, changes) = watch::channel(0u64);
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
     let (stop_tx, stop) = watch::channel(false);
@@ -92,6 +104,9 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
             stop.clone(),
         ));
     }
+    if let Some(days) = cfg.keep_days {
+        tasks.spawn(retention::run(writer.clone(), days, stop.clone()));
+    }
     if let Some((listener, feed)) = display {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         log::info!("display on http://{addr}/");
@@ -115,7 +130,20 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         move |req| http::handle(hook.clone(), req),
         stop.clone(),
     );
-    tokio::spawn(stop_on_signal(stop_tx));
+    let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
+    if let Some(every) = notifier.watchdog_interval() {
+        tasks.spawn(watchdog(
+            notifier.clone(),
+            writer.clone(),
+            every,
+            stop.clone(),
+        ));
+    }
+    notifier.send(&format!(
+        "READY=1\nSTATUS=listening on {}{}",
+        cfg.listen, cfg.path
+    ));
+    tokio::spawn(stop_on_signal(stop_tx, notifier));
     webhook.await;
     while tasks.join_next().await.is_some() {}
     drop(writer);
@@ -125,6 +153,7 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The configured sinks, in the order of `sinks::names`.
 fn build_sinks(cfg: &ServeConfig, feed: Option<Arc<Feed>>) -> Vec<Arc<Sink>> {
     let mut sinks = Vec::new();
     if let Some(dest) = &cfg.printer {
@@ -170,7 +199,33 @@ fn warn_orphaned_jobs(store: &Store, sinks: &[Arc<Sink>]) {
     }
 }
 
-async fn stop_on_signal(stop: watch::Sender<bool>) {
+/// Feeds systemd's watchdog from the main loop, and only after the database thread
+/// answered: a hung runtime or a hung writer both stop the pings.
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    writer: Writer,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = server::stopped(&mut stop) => return,
+        }
+        match tokio::time::timeout(every, writer.call(|s| s.status_line())).await {
+            Ok(Ok(Ok(status))) => notifier.send(&format!("WATCHDOG=1\nSTATUS={status}")),
+            Ok(Ok(Err(e))) => {
+                log::error!("database error in the watchdog check: {e}");
+                notifier.send("WATCHDOG=1");
+            }
+            Ok(Err(_)) => return,
+            Err(_) => log::error!("the database thread did not answer within {every:?}; withholding the watchdog ping"),
+        }
+    }
+}
+
+async fn stop_on_signal(stop: watch::Sender<bool>, notifier: Arc<Notifier>) {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -183,5 +238,6 @@ async fn stop_on_signal(stop: watch::Sender<bool>) {
         _ = int.recv() => "SIGINT",
     };
     log::info!("{which}: stopping (answering requests in hand first)");
+    notifier.send("STOPPING=1");
     let _ = stop.send(true);
 }

@@ -6,14 +6,7 @@ use crate::intake::Outcome;
 use crate::store::{Store, Summary};
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
-    if !cfg.db.exists() {
-        return Err(format!(
-            "no database at {} (is --db right? `coupond serve` creates it)",
-            cfg.db.display()
-        ));
-    }
-    let store = Store::open_read_only(&cfg.db)
-        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
+    let store = Store::open_existing(&cfg.db, true)?;
     let summary = store
         .summary()
         .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;

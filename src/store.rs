@@ -30,7 +30,8 @@ pub const REJECTED_BODY_CAP: usize = 8 * 1024;
 const HEADER_CAP: usize = 128;
 
 /// Forward-only migrations; migration `i` brings `user_version` from `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE messages (
     id               INTEGER PRIMARY KEY,
     received_at      TEXT NOT NULL,
@@ -91,9 +92,20 @@ CREATE TABLE rejected (
     body,                   -- at most REJECTED_BODY_CAP bytes
     body_len    INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Retention (--keep-days) walks these in small steps.
+CREATE INDEX messages_by_received ON messages (received_at);
+CREATE INDEX outputs_by_message ON outputs (message_id);
+CREATE INDEX outputs_by_created ON outputs (created_at);
+CREATE INDEX rejected_by_received ON rejected (received_at);
+"#,
+];
 
 pub type Result<T> = rusqlite::Result<T>;
+
+/// The schema version this binary writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Which sinks get a job for an applied message of each action.
 #[derive(Debug, Clone, Default)]
@@ -174,6 +186,31 @@ pub struct Attempt {
     pub outcome: std::result::Result<(), (String, Option<String>)>,
 }
 
+/// What one retention step deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub outputs: usize,
+    pub messages: usize,
+    pub rejected: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.outputs + self.messages + self.rejected
+    }
+}
+
+/// A `rejected` row, as `coupond reverify` re-checks it.
+#[derive(Debug, Clone)]
+pub struct RejectedRow {
+    pub id: i64,
+    pub received_at: String,
+    pub msg_id: Option<String>,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    pub body_len: i64,
+}
+
 /// A certificate as the counter display shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CertificateRow {
@@ -216,6 +253,10 @@ impl Store {
     fn open_rw(path: &Path) -> Result<std::result::Result<Store, &'static str>> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // A new file gives pruned space back to the file system bit by bit (see
+        // `prune_step`). This must come before anything writes the file's header, even
+        // the switch to WAL; on an existing file it changes nothing.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")?;
         // WAL lets `coupond status` and the display read while the daemon writes;
         // FULL makes every commit durable before we acknowledge (SPEC §5).
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -237,6 +278,23 @@ impl Store {
         }
         migrate(&mut conn)?;
         Ok(Ok(Store { conn }))
+    }
+
+    /// Opens the database a subcommand inspects or edits beside the daemon: it must
+    /// exist already (only `coupond serve` creates one); errors are ready to print.
+    pub fn open_existing(path: &Path, read_only: bool) -> std::result::Result<Store, String> {
+        if !path.exists() {
+            return Err(format!(
+                "no database at {} (is --db right? `coupond serve` creates it)",
+                path.display()
+            ));
+        }
+        let opened = if read_only {
+            Store::open_read_only(path)
+        } else {
+            Store::open(path)
+        };
+        opened.map_err(|e| format!("cannot open database {}: {e}", path.display()))
     }
 
     /// Opens an existing database read-only, for inspection while the daemon runs.
@@ -358,6 +416,100 @@ impl Store {
         }
         tx.commit()?;
         Ok(message_id)
+    }
+
+    /// A one-line summary for systemd's STATUS=: cheap (an index and the rowid).
+    pub fn status_line(&self) -> Result<String> {
+        let messages: i64 =
+            self.conn
+                .query_row("SELECT coalesce(max(id), 0) FROM messages", [], |r| {
+                    r.get(0)
+                })?;
+        let pending: i64 = self.conn.query_row(
+            "SELECT count(*) FROM outputs WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(format!(
+            "{messages} messages recorded, {pending} outputs pending"
+        ))
+    }
+
+    /// Deletes up to `limit` rows of each kind older than `cutoff` (RFC 3339): delivered or
+    /// failed outputs, then messages no output refers to any more, then rejects.
+    /// Certificates and pending outputs (and their messages) are never touched. Small
+    /// steps, each its own transaction, so the writer stays responsive.
+    pub fn prune_step(&mut self, cutoff: &str, limit: i64) -> Result<Pruned> {
+        let tx = self.conn.transaction()?;
+        let outputs = tx.execute(
+            "DELETE FROM outputs WHERE id IN (
+                 SELECT id FROM outputs WHERE created_at < ?1 AND state != 'pending' LIMIT ?2)",
+            params![cutoff, limit],
+        )?;
+        let messages = tx.execute(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT m.id FROM messages m WHERE m.received_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.message_id = m.id)
+                 LIMIT ?2)",
+            params![cutoff, limit],
+        )?;
+        let rejected = tx.execute(
+            "DELETE FROM rejected WHERE id IN (
+                 SELECT id FROM rejected WHERE received_at < ?1 LIMIT ?2)",
+            params![cutoff, limit],
+        )?;
+        tx.commit()?;
+        let pruned = Pruned {
+            outputs,
+            messages,
+            rejected,
+        };
+        if pruned.total() > 0 {
+            // Hand free pages back to the file system a little at a time.
+            self.conn
+                .query_row("PRAGMA incremental_vacuum(64)", [], |_| Ok(()))
+                .optional()?;
+        }
+        Ok(pruned)
+    }
+
+    /// Rejected requests, oldest first, for `coupond reverify`.
+    pub fn rejected_rows(&self) -> Result<Vec<RejectedRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, received_at, msg_id, signature, body, body_len FROM rejected ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RejectedRow {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                msg_id: r.get(2)?,
+                signature: r.get(3)?,
+                body: r
+                    .get_ref(4)?
+                    .as_bytes_or_null()?
+                    .unwrap_or_default()
+                    .to_vec(),
+                body_len: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Records rejected requests that now verify exactly as live ones, and forgets their
+    /// `rejected` rows, in one transaction.
+    pub fn recover_rejected(
+        &mut self,
+        items: &[(i64, Arrival)],
+        plan: &OutputPlan,
+    ) -> Result<Vec<Ack>> {
+        let tx = self.conn.transaction()?;
+        let mut acks = Vec::with_capacity(items.len());
+        for (id, arrival) in items {
+            acks.push(ingest_one(&tx, arrival, plan)?);
+            tx.execute("DELETE FROM rejected WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(acks)
     }
 
     /// Pending jobs per sink, to warn about sinks no longer configured.

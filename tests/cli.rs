@@ -143,7 +143,7 @@ fn settings_come_from_the_environment_and_systemd_credentials() {
     std::fs::create_dir_all(&creds).unwrap();
     std::fs::write(creds.join("client_secret"), format!("{SECRET}\n")).unwrap();
     let db = dir.path("env.db");
-    let mut child = std::process::Command::new(BIN)
+    let mut child = coupond()
         .arg("serve")
         .env("COUPOND_LISTEN", "127.0.0.1:0")
         .env("COUPOND_CLIENT_KEY", CLIENT_KEY)
@@ -153,15 +153,14 @@ fn settings_come_from_the_environment_and_systemd_credentials() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 512];
-    while !seen.contains("listening on") && Instant::now() < deadline {
-        let n = err.read(&mut buf).unwrap();
-        seen += &String::from_utf8_lossy(&buf[..n]);
-    }
-    let addr: std::net::SocketAddr = seen
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    use std::io::BufRead;
+    let line = err
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.contains("listening on http://"))
+        .expect("coupond did not start");
+    let addr: std::net::SocketAddr = line
         .split("listening on http://")
         .nth(1)
         .and_then(|r| r.split('/').next())

@@ -101,7 +101,10 @@ fn douyins_own_example_body_verifies_and_is_committed_before_the_200() {
         "{received}"
     );
     assert_eq!(query_str(&c, "PRAGMA journal_mode"), "wal");
-    assert_eq!(query_i64(&c, "PRAGMA user_version"), 1);
+    assert_eq!(
+        query_i64(&c, "PRAGMA user_version"),
+        coupond::store::SCHEMA_VERSION
+    );
 }
 
 #[test]

@@ -90,6 +90,20 @@ impl Sink {
     }
 }
 
+/// The sinks a configuration has, in the order the daemon builds them: printer,
+/// display, exec, or the log when there is none of those.
+pub fn names(printer: bool, display: bool, exec: bool) -> Vec<&'static str> {
+    let names: Vec<&'static str> = [(printer, "printer"), (display, "display"), (exec, "exec")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if names.is_empty() {
+        vec!["log"]
+    } else {
+        names
+    }
+}
+
 /// One line for a person: what happened to which coupon, when.
 pub fn describe(e: &JobEvent, reprint: bool) -> String {
     let headline = Action::parse(&e.action).map_or("?", Action::headline_zh);

@@ -19,6 +19,25 @@ pub const PATH: &str = "/douyin/webhook";
 /// Douyin's own example body (SPEC §2), byte for byte.
 pub const DOUYIN_EXAMPLE: &str = r#"{ "event": "life_trade_certificate_notify", "client_key": "axxxxxxxxxxxxx", "from_user_id": "f6e35c98-1e53-4943-ad6d-f476f869deab", "content": "{\"action\": \"verify\",\"msg_time\": 1665991178,\"certificate\": {\"certificate_id\": \"456\",\"order_id\": \"123\",\"account_id\": \"1234\"}}", "log_id": "202210101930530102281180650970B5AF" }"#;
 
+/// A command that runs the coupond binary under test. When the tests run for another
+/// architecture under qemu-user (cross/test-arm), `COUPOND_TEST_RUNNER` holds the
+/// emulator command (e.g. `qemu-arm -L /usr/arm-linux-gnueabihf`), since this machine
+/// has no binfmt_misc to start foreign binaries by themselves.
+pub fn coupond() -> Command {
+    match std::env::var("COUPOND_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+    {
+        Some(runner) => {
+            let mut words = runner.split_whitespace();
+            let mut cmd = Command::new(words.next().unwrap());
+            cmd.args(words).arg(BIN);
+            cmd
+        }
+        None => Command::new(BIN),
+    }
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 
@@ -97,7 +116,7 @@ impl Daemon {
             std::fs::write(&secret_file, contents).unwrap();
         }
         let db = dir.join("coupond.db");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = coupond();
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0", "--client-key", CLIENT_KEY])
             .arg("--db")
@@ -338,7 +357,7 @@ impl Response {
 
 /// Runs `coupond ARGS` to completion.
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(BIN)
+    coupond()
         .args(args)
         .env_remove("CREDENTIALS_DIRECTORY")
         .env_remove("COUPOND_CLIENT_SECRET")
