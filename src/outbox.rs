@@ -9,7 +9,9 @@
 //! rest of that sink's queue waits; after `max_attempts` the job is `failed` (with
 //! `last_error`) and the queue moves on.
 //!
-//! Results are recorded after each round, in one transaction. A sink whose delivery must
+//! Results are recorded after each round, in one transaction; if the database refuses
+//! (disk full), they are kept in memory and nothing more is delivered by that sink until
+//! they are written, so a receipt never prints again just because its "done" was lost. A sink whose delivery must
 //! never repeat (a receipt) takes one job per round, so a crash can repeat at most the
 //! receipt that was printing; cheap sinks (log, display) take many, so a backlog costs a
 //! handful of commits, not one per job. Sinks never share a task, so a stalled printer
@@ -29,6 +31,8 @@ use crate::writer::Writer;
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
 /// Work queued by this daemon wakes it at once.
 const IDLE_POLL: Duration = Duration::from_secs(5);
+/// How often to retry writing down delivery results the database refused.
+const RECORD_RETRY: Duration = Duration::from_secs(2);
 
 /// The wait before retry number `attempt` (1-based): 1 s, 2 s, 4 s ... at most 60 s.
 pub fn backoff(attempt: i64) -> Duration {
@@ -49,9 +53,27 @@ pub async fn run_sink(
     // The job this loop last failed, and when it may be tried again. Kept in memory:
     // after a restart every pending job is simply tried at once.
     let mut retry: Option<(i64, Instant)> = None;
+    let mut unrecorded: Vec<Attempt> = Vec::new();
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if !unrecorded.is_empty() {
+            // Delivered but not yet written down (the disk was full, say): write them
+            // down before anything else, or the same receipt would print again.
+            let results = unrecorded.clone();
+            match writer.call(move |s| s.finish_jobs(&results)).await {
+                Ok(Ok(())) => unrecorded.clear(),
+                Ok(Err(e)) => {
+                    log::error!("{name}: still cannot record delivery results ({e}); delivering nothing until they are");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RECORD_RETRY) => {}
+                        _ = crate::server::stopped(&mut shutdown) => return,
+                    }
+                }
+                Err(_) => return,
+            }
+            continue;
         }
         let jobs = match writer.call(move |s| s.pending_jobs(name, batch)).await {
             Ok(Ok(jobs)) => jobs,
@@ -87,9 +109,13 @@ pub async fn run_sink(
                 break;
             }
         }
+        let kept = results.clone();
         match writer.call(move |s| s.finish_jobs(&results)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => log::error!("{name}: cannot record delivery results: {e}"),
+            Ok(Err(e)) => {
+                log::error!("{name}: cannot record delivery results: {e}");
+                unrecorded = kept;
+            }
             Err(_) => return,
         }
     }

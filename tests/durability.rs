@@ -129,36 +129,13 @@ fn sigkill_under_concurrent_load_loses_no_acknowledged_message_and_applies_none_
 fn a_full_disk_answers_503_keeps_running_and_recovers() {
     let dir = Scratch::new("diskfull");
     let mnt = dir.path("mnt");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
+    let Some(_guard) = small_tmpfs(&mnt) else {
         eprintln!("SKIPPED a_full_disk_answers_503_keeps_running_and_recovers: cannot mount a tmpfs (not root?)");
         return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    };
     let d = Daemon::start(&mnt);
     assert_eq!(d.push(&coupon("verify", 1, "before-full")).status, 200);
-    // Fill the file system to the last byte.
-    let filler = mnt.join("filler");
-    let _ = std::process::Command::new("dd")
-        .args(["if=/dev/zero", "bs=4k"])
-        .arg(format!("of={}", filler.display()))
-        .stderr(std::process::Stdio::null())
-        .status();
+    let filler = fill(&mnt);
     let big_pad = "p".repeat(60_000);
     let mut saw_503 = false;
     let mut bodies = Vec::new();
@@ -194,4 +171,90 @@ fn a_full_disk_answers_503_keeps_running_and_recovers() {
             "SELECT count(*) FROM certificates WHERE certificate_id LIKE 'during-full-%'"
         ) >= 1
     );
+}
+
+/// A 2 MiB tmpfs at `mnt`, unmounted on drop; `None` where mounting is not allowed.
+fn small_tmpfs(mnt: &std::path::Path) -> Option<Unmount> {
+    std::fs::create_dir_all(mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    mounted.then(|| Unmount(mnt.to_path_buf()))
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` to the last byte; returns the filler file.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let filler = dir.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    filler
+}
+
+/// A receipt printed while the disk is full cannot be marked done; it must not be
+/// printed again and again meanwhile, and is recorded once space is back.
+#[test]
+fn a_receipt_printed_while_the_disk_is_full_is_not_printed_again() {
+    let dir = Scratch::new("fullprint");
+    let mnt = dir.path("mnt");
+    let Some(_guard) = small_tmpfs(&mnt) else {
+        eprintln!("SKIPPED a_receipt_printed_while_the_disk_is_full_is_not_printed_again: cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let spot = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = spot.local_addr().unwrap();
+    drop(spot);
+    let d = Daemon::start_with(
+        &mnt,
+        Opts::default().args(&["--printer", &format!("tcp://{addr}")]),
+    );
+    assert_eq!(d.push(&coupon("verify", 1, "full-print")).status, 200);
+    assert!(
+        d.wait_log("attempt 1 failed", Duration::from_secs(10)),
+        "{}",
+        d.log_text()
+    );
+    let filler = fill(&mnt);
+    let printer = common::escpos::FakePrinter::start_on(
+        std::net::TcpListener::bind(addr).unwrap(),
+        common::escpos::Mode::Ready,
+    );
+    assert!(
+        d.wait_log("cannot record delivery results", Duration::from_secs(15)),
+        "{}",
+        d.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        printer.receipts().len(),
+        1,
+        "printed again while the disk was full"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = query_str(&d.sql(), "SELECT state FROM outputs");
+        if state == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recorded: {state}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(printer.receipts().len(), 1);
 }

@@ -359,3 +359,37 @@ fn reprint_queues_the_latest_receipt_again_marked_as_a_reprint() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("nothing to reprint"));
 }
+
+#[test]
+fn an_output_that_keeps_failing_is_marked_failed_with_its_error_after_output_attempts() {
+    let dir = Scratch::new("giveup");
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default().args(&[
+            "--exec",
+            "echo 'pos system offline' >&2; exit 7",
+            "--output-attempts",
+            "2",
+        ]),
+    );
+    assert_eq!(d.push(&coupon("verify", 1, "giveup-1")).status, 200);
+    wait_until("the output to be given up", Duration::from_secs(15), || {
+        outputs(&d, "exec")[0].0 == "failed"
+    });
+    let (_, attempts, err) = outputs(&d, "exec").remove(0);
+    assert_eq!(attempts, 2);
+    assert!(err
+        .unwrap()
+        .contains("exited with status 7: pos system offline"));
+    let status =
+        String::from_utf8_lossy(&run(&["status", "--db", d.db.to_str().unwrap()], &[]).stdout)
+            .into_owned();
+    assert!(
+        status.contains("exec: 1 failed")
+            && status.contains("certificate giveup-1) after 2 attempts"),
+        "{status}"
+    );
+    assert!(d
+        .log_text()
+        .contains("`coupond reprint giveup-1` queues it again"));
+}
