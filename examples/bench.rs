@@ -136,6 +136,10 @@ fn main() {
     );
     println!("idle CPU after load     {:>10.2} %", run.idle_cpu_pct);
     println!("stored rows             {:>10}", run.stored);
+    println!(
+        "largest -wal file       {:>10.1} MB",
+        run.wal_peak as f64 / 1048576.0
+    );
     let _ = std::fs::remove_dir_all(&o.dir);
 }
 
@@ -175,6 +179,7 @@ struct Run {
     peak_rss_kb: u64,
     idle_cpu_pct: f64,
     stored: i64,
+    wal_peak: u64,
 }
 
 fn load(o: &Opts) -> Run {
@@ -233,7 +238,13 @@ fn load(o: &Opts) -> Run {
         })
         .collect();
     let load_started = Instant::now();
-    std::thread::sleep(Duration::from_secs(o.seconds));
+    // The -wal file's largest size during the load: checkpoints must keep it bounded.
+    let wal = db.with_extension("db-wal");
+    let mut wal_peak = 0u64;
+    while load_started.elapsed() < Duration::from_secs(o.seconds) {
+        wal_peak = wal_peak.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
     stop.store(true, Ordering::Relaxed);
     let mut lat = Vec::new();
     let mut errors = 0;
@@ -274,6 +285,7 @@ fn load(o: &Opts) -> Run {
         peak_rss_kb,
         idle_cpu_pct,
         stored,
+        wal_peak,
     }
 }
 

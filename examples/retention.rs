@@ -109,6 +109,9 @@ fn main() {
                 })
                 .collect();
             store.finish_jobs(&done).unwrap();
+            // The daemon checkpoints every few dozen commits; at a store's pace (a
+            // message every half minute) that is far more often than this.
+            store.checkpoint().unwrap();
             n += len;
             i += len;
         }

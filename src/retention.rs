@@ -25,7 +25,7 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 /// The first run, after start.
 const FIRST: Duration = Duration::from_secs(2);
 /// Rows per table per step.
-pub const STEP: i64 = 500;
+pub const STEP: i64 = 100;
 /// Pause between steps, for the webhook's commits.
 const PAUSE: Duration = Duration::from_millis(20);
 
