@@ -38,7 +38,10 @@ pub fn run(cfg: ServeConfig) -> Result<(), String> {
 }
 
 async fn serve(cfg: ServeConfig) -> Result<(), String> {
-    let store = Store::open(&cfg.db).map_err(|e| {
+    // Before anything else: a SIGTERM from systemd right after READY must reach the
+    // handler, not kill the process with the default action.
+    let signals = Signals::install()?;
+    let mut store = Store::open(&cfg.db).map_err(|e| {
         format!(
             "cannot open database {}: {e} (check --db and that the directory exists and is writable)",
             cfg.db.display()
@@ -50,20 +53,10 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
             cfg.listen
         )
     })?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let display = match cfg.display_listen {
+        Some(addr) => Some(bind_display(addr, &store, &cfg).await?),
         None => None,
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                format!("cannot listen on --display-listen {addr}: {e} (choose another address)")
-            })?;
-            let seed = store
-                .latest_certificates(display::FEED_LEN)
-                .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
-            let feed = Arc::new(Feed::new(
-                seed.iter().map(display::Entry::from_row).collect(),
-            ));
-            Some((listener, feed))
-        }
     };
     let sinks = build_sinks(&cfg, display.as_ref().map(|(_, feed)| feed.clone()));
     warn_orphaned_jobs(&store, &sinks);
@@ -71,7 +64,6 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         sinks: sinks.iter().map(|s| s.name()).collect(),
         actions: cfg.print_actions.clone(),
     };
-    let mut store = store;
     match reverify::pass(&mut store, &cfg.apps, &plan) {
         Ok(r) if r.recovered > 0 => {
             log::warn!("reverify: {r} (they were rejected under an earlier configuration)")
@@ -82,11 +74,9 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let (changes_tx, changes) = watch::channel(0u64);
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
     let (stop_tx, stop) = watch::channel(false);
-
     log::info!(
-        "coupond {} listening on http://{}{} with database {}; {} app(s), {} secret(s); outputs: {}",
+        "coupond {} listening on http://{local}{} with database {}; {} app(s), {} secret(s); outputs: {}",
         env!("CARGO_PKG_VERSION"),
-        listener.local_addr().map_or(cfg.listen, |a| a),
         cfg.path,
         cfg.db.display(),
         cfg.apps.client_keys.len(),
@@ -94,6 +84,7 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
     );
 
+    // Everything beside the webhook runs as tasks that end when `stop` turns true.
     let mut tasks = tokio::task::JoinSet::new();
     for sink in &sinks {
         tasks.spawn(outbox::run_sink(
@@ -108,13 +99,24 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         tasks.spawn(retention::run(writer.clone(), days, stop.clone()));
     }
     if let Some((listener, feed)) = display {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        log::info!("display on http://{addr}/");
+        log::info!(
+            "display on http://{}/",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
         let stop_rx = stop.clone();
         tasks.spawn(server::serve(
             "display",
             listener,
             move |req| display::handle(feed.clone(), stop_rx.clone(), req),
+            stop.clone(),
+        ));
+    }
+    let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
+    if let Some(every) = notifier.watchdog_interval() {
+        tasks.spawn(watchdog(
+            notifier.clone(),
+            writer.clone(),
+            every,
             stop.clone(),
         ));
     }
@@ -130,20 +132,9 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         move |req| http::handle(hook.clone(), req),
         stop.clone(),
     );
-    let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
-    if let Some(every) = notifier.watchdog_interval() {
-        tasks.spawn(watchdog(
-            notifier.clone(),
-            writer.clone(),
-            every,
-            stop.clone(),
-        ));
-    }
-    notifier.send(&format!(
-        "READY=1\nSTATUS=listening on {}{}",
-        cfg.listen, cfg.path
-    ));
-    tokio::spawn(stop_on_signal(stop_tx, notifier));
+    notifier.send(&format!("READY=1\nSTATUS=listening on {local}{}", cfg.path));
+    tokio::spawn(signals.stop_on_first(stop_tx, notifier));
+
     webhook.await;
     while tasks.join_next().await.is_some() {}
     drop(writer);
@@ -151,6 +142,22 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let _ = tokio::task::spawn_blocking(move || db_thread.join()).await;
     log::info!("stopped; database closed");
     Ok(())
+}
+
+/// Binds the display port and seeds its feed from the database.
+async fn bind_display(
+    addr: std::net::SocketAddr,
+    store: &Store,
+    cfg: &ServeConfig,
+) -> Result<(TcpListener, Arc<Feed>), String> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on --display-listen {addr}: {e} (choose another address)")
+    })?;
+    let seed = store
+        .latest_certificates(display::FEED_LEN)
+        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
+    let feed = Feed::new(seed.iter().map(display::Entry::from_row).collect());
+    Ok((listener, Arc::new(feed)))
 }
 
 /// The configured sinks, in the order of `sinks::names`.
@@ -225,19 +232,30 @@ async fn watchdog(
     }
 }
 
-async fn stop_on_signal(stop: watch::Sender<bool>, notifier: Arc<Notifier>) {
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        log::error!("cannot install signal handlers; stop with SIGKILL");
-        return;
-    };
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    log::info!("{which}: stopping (answering requests in hand first)");
-    notifier.send("STOPPING=1");
-    let _ = stop.send(true);
+/// SIGTERM and SIGINT, caught from start-up on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let install =
+            |kind| signal(kind).map_err(|e| format!("cannot install signal handlers: {e}"));
+        Ok(Signals {
+            term: install(SignalKind::terminate())?,
+            int: install(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the first of them, then starts a clean stop.
+    async fn stop_on_first(mut self, stop: watch::Sender<bool>, notifier: Arc<Notifier>) {
+        let which = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        log::info!("{which}: stopping (answering requests in hand first)");
+        notifier.send("STOPPING=1");
+        let _ = stop.send(true);
+    }
 }

@@ -372,3 +372,18 @@ fn sigterm_stops_cleanly_and_closes_the_database() {
         1
     );
 }
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let dir = Scratch::new("sigint");
+    let mut d = Daemon::start(&dir.0);
+    assert_eq!(d.push(&coupon("verify", 1, "i1")).status, 200);
+    unsafe_kill(d.child.id(), "INT");
+    assert!(
+        d.wait_log("SIGINT: stopping", Duration::from_secs(10)),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.wait_log("stopped; database closed", Duration::from_secs(10)));
+    assert_eq!(d.child.wait().unwrap().code(), Some(0));
+}
