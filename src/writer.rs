@@ -131,9 +131,10 @@ fn run(
         }
         // After the answers went out: a checkpoint never delays the batch it follows.
         if since_checkpoint >= CHECKPOINT_EVERY {
-            match store.checkpoint() {
-                Ok(_) => since_checkpoint = 0,
-                Err(e) => log::warn!("WAL checkpoint failed (will retry): {e}"),
+            since_checkpoint = 0;
+            if let Err(e) = store.checkpoint() {
+                // A full disk, say: tried again after the next CHECKPOINT_EVERY units.
+                log::warn!("WAL checkpoint failed (will retry): {e}");
             }
         }
     }
