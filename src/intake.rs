@@ -282,6 +282,58 @@ mod tests {
         }
     }
 
+    /// Never panic on input: thousands of mangled bodies (bit flips, truncations,
+    /// splices, random bytes), signed so that they reach the parser, are classified.
+    #[test]
+    fn mangled_bodies_never_panic() {
+        let seeds: [&[u8]; 4] = [
+            br#"{ "event": "life_trade_certificate_notify", "client_key": "app1", "content": "{\"action\": \"verify\",\"msg_time\": 1665991178,\"certificate\": {\"certificate_id\": \"456\",\"order_id\": \"123\",\"account_id\": \"1234\"}}", "log_id": "X" }"#,
+            br#"{"event":"verify_webhook","client_key":"app1","content":{"challenge":42}}"#,
+            br#"{"event":"life_trade_certificate_notify","client_key":"app1","content":{"action":"refund_success","msg_time":"9","certificate":{"certificate_id":7,"code":"ABCDEFGH"}}}"#,
+            "{\"event\":\"券\",\"client_key\":\"app1\",\"content\":\"{\\\"a\\\":[1,{}]}\"}".as_bytes(),
+        ];
+        // xorshift: deterministic, no crate.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut kinds = [0usize; 2];
+        for round in 0..20_000 {
+            let seed = seeds[round % seeds.len()];
+            let mut body = seed.to_vec();
+            for _ in 0..=(rand() % 4) {
+                let at = (rand() as usize) % body.len().max(1);
+                match rand() % 5 {
+                    0 => {
+                        let i = at.min(body.len() - 1);
+                        body[i] ^= 1 << (rand() % 8);
+                    }
+                    1 => body.truncate(at),
+                    2 => body.insert(at, (rand() % 256) as u8),
+                    3 => {
+                        let other = seeds[(rand() as usize) % seeds.len()];
+                        let from = (rand() as usize) % other.len();
+                        body.splice(at..at, other[from..].iter().copied().take(40));
+                    }
+                    _ => body = (0..(rand() % 64)).map(|_| (rand() % 256) as u8).collect(),
+                }
+                if body.is_empty() {
+                    body.push(b'{');
+                }
+            }
+            let sig = sign("old-secret", &body);
+            match classify(&apps(), &body, Some(&sig)) {
+                Intake::Message(_) => kinds[0] += 1,
+                Intake::Rejected { .. } => kinds[1] += 1,
+            }
+        }
+        // Both paths were exercised (a mangled client_key is a 403).
+        assert!(kinds[0] > 1000 && kinds[1] > 10, "{kinds:?}");
+    }
+
     #[test]
     fn other_events_are_ignored() {
         assert_eq!(
