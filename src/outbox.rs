@@ -11,9 +11,9 @@
 //!
 //! Results are recorded after each round, in one transaction; if the database refuses
 //! (disk full), they are kept in memory and nothing more is delivered by that sink until
-//! they are written, so a receipt never prints again just because its "done" was lost. A sink whose delivery must
-//! never repeat (a receipt) takes one job per round, so a crash can repeat at most the
-//! receipt that was printing; cheap sinks (log, display) take many, so a backlog costs a
+//! they are written, so a receipt never prints again just because its "done" was lost.
+//! A sink whose delivery must never repeat (a receipt) takes one job per round, so a
+//! crash can repeat at most the receipt that was printing; cheap sinks (log, display) take many, so a backlog costs a
 //! handful of commits, not one per job. Sinks never share a task, so a stalled printer
 //! delays neither the display nor any webhook answer: the receiver only ever writes rows.
 
@@ -53,19 +53,23 @@ pub async fn run_sink(
     // The job this loop last failed, and when it may be tried again. Kept in memory:
     // after a restart every pending job is simply tried at once.
     let mut retry: Option<(i64, Instant)> = None;
-    let mut unrecorded: Vec<Attempt> = Vec::new();
+    // Delivered but not yet written down. Written before anything else is delivered:
+    // if the database refuses (a full disk, say), the same receipt must not print again.
+    let mut to_record: Vec<Attempt> = Vec::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
-        if !unrecorded.is_empty() {
-            // Delivered but not yet written down (the disk was full, say): write them
-            // down before anything else, or the same receipt would print again.
-            let results = unrecorded.clone();
-            match writer.call(move |s| s.finish_jobs(&results)).await {
-                Ok(Ok(())) => unrecorded.clear(),
-                Ok(Err(e)) => {
-                    log::error!("{name}: still cannot record delivery results ({e}); delivering nothing until they are");
+        if !to_record.is_empty() {
+            let results = std::mem::take(&mut to_record);
+            match writer
+                .call(move |s| s.finish_jobs(&results).map_err(|e| (e, results)))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err((e, results))) => {
+                    log::error!("{name}: cannot record delivery results ({e}); delivering nothing until they are");
+                    to_record = results;
                     tokio::select! {
                         _ = tokio::time::sleep(RECORD_RETRY) => {}
                         _ = crate::server::stopped(&mut shutdown) => return,
@@ -96,39 +100,29 @@ pub async fn run_sink(
             }
             continue;
         }
-        let mut results = Vec::with_capacity(jobs.len());
         retry = None;
         for job in &jobs {
-            let attempt = deliver(&sink, job, max_attempts).await;
+            let (attempt, wait) = deliver(&sink, job, max_attempts).await;
             let failed = attempt.outcome.is_err();
-            if let Err((_, Some(_))) = &attempt.outcome {
-                retry = Some((job.id, Instant::now() + backoff(job.attempts + 1)));
-            }
-            results.push(attempt);
+            retry = wait.map(|w| (job.id, Instant::now() + w));
+            to_record.push(attempt);
             if failed || *shutdown.borrow() {
                 break;
             }
         }
-        let kept = results.clone();
-        match writer.call(move |s| s.finish_jobs(&results)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                log::error!("{name}: cannot record delivery results: {e}");
-                unrecorded = kept;
-            }
-            Err(_) => return,
-        }
     }
 }
 
-/// Delivers `job` once; says what to record.
-async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> Attempt {
+/// Delivers `job` once; says what to record and, after a failure that is to be
+/// retried, how long to wait.
+async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<Duration>) {
     let name = sink.name();
     let result = match tokio::time::timeout(sink.time_limit(), sink.deliver(job)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", sink.time_limit())),
     };
     let attempts = job.attempts + 1;
+    let mut retry_in = None;
     let outcome = match result {
         Ok(()) => {
             log::debug!("{name}: output {} delivered", job.id);
@@ -151,15 +145,19 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> Attempt {
                     job.id
                 );
             }
-            let retry_at = (!give_up)
-                .then(|| time::rfc3339_millis(time::now_millis() + wait.as_millis() as i64));
+            retry_in = (!give_up).then_some(wait);
+            let retry_at =
+                retry_in.map(|w| time::rfc3339_millis(time::now_millis() + w.as_millis() as i64));
             Err((error, retry_at))
         }
     };
-    Attempt {
-        id: job.id,
-        outcome,
-    }
+    (
+        Attempt {
+            id: job.id,
+            outcome,
+        },
+        retry_in,
+    )
 }
 
 #[cfg(test)]
