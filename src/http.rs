@@ -175,7 +175,12 @@ pub async fn handle(
             }
             challenge_response(challenge.as_ref())
         }
-        (Ok(Ack::Rejected), None) => text(StatusCode::OK, ""),
+        // The store rejects only what intake rejected; if that ever broke, a request
+        // stored as rejected must not be acknowledged.
+        (Ok(Ack::Rejected), None) => {
+            log::error!("500 stored as rejected without a rejection (a bug);{facts} in {took:.1?}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+        }
     };
     Ok(resp)
 }
