@@ -15,7 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use coupond::intake::{Intake, Kind, Message};
-use coupond::store::{Arrival, Attempt, OutputPlan, Store};
+use coupond::sinks::SinkKind;
+use coupond::store::{Arrival, Attempt, AttemptOutcome, OutputPlan, Store};
 use coupond::wire::CertificateMsg;
 
 fn arg(name: &str, default: i64) -> i64 {
@@ -40,7 +41,7 @@ fn main() {
     let wal = dir.join("retention.db-wal");
     let mut store = Store::open(&db).unwrap();
     let plan = OutputPlan {
-        sinks: vec!["log"],
+        sinks: vec![SinkKind::Log],
         actions: coupond::coupon::Action::ALL.to_vec(),
     };
     let day_ms = 86_400_000i64;
@@ -100,12 +101,12 @@ fn main() {
             let len = batch.len() as i64;
             store.ingest(&batch, &plan).unwrap();
             // The log sink delivers everything.
-            let jobs = store.pending_jobs("log", 1000).unwrap();
+            let jobs = store.pending_jobs(SinkKind::Log, 1000).unwrap();
             let done: Vec<Attempt> = jobs
                 .iter()
                 .map(|j| Attempt {
                     id: j.id,
-                    outcome: Ok(()),
+                    outcome: AttemptOutcome::Done,
                 })
                 .collect();
             store.finish_jobs(&done).unwrap();

@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
-use crate::config::{self, Parsed, COMMANDS};
-use crate::{reprint, reverify, send, serve, status};
+use crate::commands::{reprint, reverify, send, serve, status};
+use crate::config::{self, Args, CommandId, ConfigError, Parsed, COMMANDS};
+
+type Env = dyn Fn(&str) -> Option<String>;
 
 pub fn main(argv: &[String]) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
@@ -25,7 +27,12 @@ pub fn main(argv: &[String]) -> ExitCode {
     }
     let Some(command) = COMMANDS.iter().copied().find(|c| c.name == name) else {
         eprintln!(
-            "coupond: unknown command {name:?}; commands: serve, status, send, reprint, reverify (see coupond --help)"
+            "coupond: unknown command {name:?}; commands: {} (see coupond --help)",
+            COMMANDS
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         return ExitCode::from(2);
     };
@@ -37,44 +44,63 @@ pub fn main(argv: &[String]) -> ExitCode {
         Ok(Parsed::Run(args)) => args,
         Err(e) => return usage_error(&e),
     };
-    let result = match command.name {
-        "serve" => match config::ServeConfig::from_args(&args, &env) {
-            Ok(cfg) => {
-                init_logging(cfg.log_level);
-                serve::run(cfg)
-            }
-            Err(e) => return usage_error(&e),
-        },
-        "status" => match config::StatusConfig::from_args(&args) {
-            Ok(cfg) => status::run(&cfg),
-            Err(e) => return usage_error(&e),
-        },
-        "send" => match config::SendConfig::from_args(&args, &env) {
-            Ok(cfg) => match send::run(&cfg) {
-                Ok(true) => Ok(()),
-                Ok(false) => return ExitCode::FAILURE,
-                Err(e) => Err(e),
-            },
-            Err(e) => return usage_error(&e),
-        },
-        "reprint" => match config::ReprintConfig::from_args(&args) {
-            Ok(cfg) => reprint::run(&cfg),
-            Err(e) => return usage_error(&e),
-        },
-        "reverify" => match config::ReverifyConfig::from_args(&args, &env) {
-            Ok(cfg) => reverify::run(&cfg),
-            Err(e) => return usage_error(&e),
-        },
-        _ => unreachable!("every command in COMMANDS is dispatched"),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match run(&args, &env) {
+        Ok(Ran::Done) => ExitCode::SUCCESS,
+        Ok(Ran::NotDone) => ExitCode::FAILURE,
+        Err(Failed::Usage(e)) => usage_error(&e),
+        Err(Failed::Run(e)) => {
             log::error!("{e}");
             eprintln!("coupond: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// How a command that ran ended.
+enum Ran {
+    Done,
+    /// Ran and reported its own failure (`send` that got no 200).
+    NotDone,
+}
+
+/// Why a command did not run to the end.
+enum Failed {
+    /// A bad setting: exit status 2.
+    Usage(ConfigError),
+    /// A failure while running: exit status 1.
+    Run(String),
+}
+
+impl From<ConfigError> for Failed {
+    fn from(e: ConfigError) -> Failed {
+        Failed::Usage(e)
+    }
+}
+
+impl From<String> for Failed {
+    fn from(e: String) -> Failed {
+        Failed::Run(e)
+    }
+}
+
+/// Validates the command's settings and runs it.
+fn run(args: &Args, env: &Env) -> Result<Ran, Failed> {
+    match args.command().id {
+        CommandId::Serve => {
+            let cfg = config::ServeConfig::from_args(args, env)?;
+            init_logging(cfg.log_level);
+            serve::run(cfg)?;
+        }
+        CommandId::Status => status::run(&config::StatusConfig::from_args(args)?)?,
+        CommandId::Send => {
+            if !send::run(&config::SendConfig::from_args(args, env)?)? {
+                return Ok(Ran::NotDone);
+            }
+        }
+        CommandId::Reprint => reprint::run(&config::ReprintConfig::from_args(args)?)?,
+        CommandId::Reverify => reverify::run(&config::ReverifyConfig::from_args(args, env)?)?,
+    }
+    Ok(Ran::Done)
 }
 
 fn usage_error(e: &config::ConfigError) -> ExitCode {

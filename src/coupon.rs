@@ -111,16 +111,6 @@ impl Status {
     }
 }
 
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Applied => "applied",
-            Verdict::Duplicate => "duplicate",
-            Verdict::Stale => "stale",
-        }
-    }
-}
-
 /// Decides what `(action, msg_time)` does to a certificate whose deciding message is
 /// `current` (`None` for a certificate never seen). Returns the verdict and the state to
 /// keep afterwards.

@@ -91,6 +91,12 @@ impl Outcome {
     }
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl From<crate::coupon::Verdict> for Outcome {
     fn from(v: crate::coupon::Verdict) -> Outcome {
         match v {

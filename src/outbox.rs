@@ -23,9 +23,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
-use crate::store::{Attempt, Job};
-use crate::time;
+use crate::store::{Attempt, AttemptOutcome, Job};
 use crate::writer::Writer;
 
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
@@ -40,15 +40,16 @@ pub fn backoff(attempt: i64) -> Duration {
     Duration::from_secs((1u64 << exp).min(60))
 }
 
-/// Runs one sink's delivery loop until `shutdown` turns true.
+/// Runs one sink's delivery loop until the stop is given.
 pub async fn run_sink(
     sink: Arc<Sink>,
     writer: Writer,
     max_attempts: i64,
     mut changes: watch::Receiver<u64>,
-    mut shutdown: watch::Receiver<bool>,
+    mut stop: Stop,
 ) {
-    let name = sink.name();
+    let kind = sink.kind();
+    let name = kind.name();
     let batch = sink.batch();
     // The job this loop last failed, and when it may be tried again. Kept in memory:
     // after a restart every pending job is simply tried at once.
@@ -57,7 +58,7 @@ pub async fn run_sink(
     // if the database refuses (a full disk, say), the same receipt must not print again.
     let mut to_record: Vec<Attempt> = Vec::new();
     loop {
-        if *shutdown.borrow() {
+        if shutdown::is_stopped(&stop) {
             return;
         }
         if !to_record.is_empty() {
@@ -72,14 +73,14 @@ pub async fn run_sink(
                     to_record = results;
                     tokio::select! {
                         _ = tokio::time::sleep(RECORD_RETRY) => {}
-                        _ = crate::server::stopped(&mut shutdown) => return,
+                        _ = shutdown::stopped(&mut stop) => return,
                     }
                 }
                 Err(_) => return,
             }
             continue;
         }
-        let jobs = match writer.call(move |s| s.pending_jobs(name, batch)).await {
+        let jobs = match writer.call(move |s| s.pending_jobs(kind, batch)).await {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(e)) => {
                 log::error!("{name}: cannot read pending outputs: {e}");
@@ -96,17 +97,17 @@ pub async fn run_sink(
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
                 r = changes.changed() => if r.is_err() { return },
-                _ = crate::server::stopped(&mut shutdown) => return,
+                _ = shutdown::stopped(&mut stop) => return,
             }
             continue;
         }
         retry = None;
         for job in &jobs {
             let (attempt, wait) = deliver(&sink, job, max_attempts).await;
-            let failed = attempt.outcome.is_err();
+            let failed = attempt.outcome != AttemptOutcome::Done;
             retry = wait.map(|w| (job.id, Instant::now() + w));
             to_record.push(attempt);
-            if failed || *shutdown.borrow() {
+            if failed || shutdown::is_stopped(&stop) {
                 break;
             }
         }
@@ -116,39 +117,34 @@ pub async fn run_sink(
 /// Delivers `job` once; says what to record and, after a failure that is to be
 /// retried, how long to wait.
 async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<Duration>) {
-    let name = sink.name();
+    let name = sink.kind().name();
     let result = match tokio::time::timeout(sink.time_limit(), sink.deliver(job)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {:?}", sink.time_limit())),
     };
     let attempts = job.attempts + 1;
-    let mut retry_in = None;
-    let outcome = match result {
+    let (outcome, retry_in) = match result {
         Ok(()) => {
             log::debug!("{name}: output {} delivered", job.id);
-            Ok(())
+            (AttemptOutcome::Done, None)
+        }
+        Err(error) if attempts >= max_attempts => {
+            log::error!(
+                "{name}: output {} (certificate {}) failed after {attempts} attempts: {error}; \
+                 `coupond reprint {}` queues it again",
+                job.id,
+                job.event.certificate_id,
+                job.event.certificate_id
+            );
+            (AttemptOutcome::GiveUp(error), None)
         }
         Err(error) => {
-            let give_up = attempts >= max_attempts;
             let wait = backoff(attempts);
-            if give_up {
-                log::error!(
-                    "{name}: output {} (certificate {}) failed after {attempts} attempts: {error}; \
-                     `coupond reprint {}` queues it again",
-                    job.id,
-                    job.event.certificate_id,
-                    job.event.certificate_id
-                );
-            } else {
-                log::warn!(
-                    "{name}: output {} attempt {attempts} failed: {error}; retry in {wait:?}",
-                    job.id
-                );
-            }
-            retry_in = (!give_up).then_some(wait);
-            let retry_at =
-                retry_in.map(|w| time::rfc3339_millis(time::now_millis() + w.as_millis() as i64));
-            Err((error, retry_at))
+            log::warn!(
+                "{name}: output {} attempt {attempts} failed: {error}; retry in {wait:?}",
+                job.id
+            );
+            (AttemptOutcome::Retry(error), Some(wait))
         }
     };
     (

@@ -14,8 +14,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::watch;
-
+use crate::shutdown::{self, Stop};
 use crate::store::Pruned;
 use crate::time;
 use crate::writer::Writer;
@@ -35,12 +34,12 @@ pub fn cutoff(now_ms: i64, keep_days: u32) -> String {
 }
 
 /// Runs retention until `stop`.
-pub async fn run(writer: Writer, keep_days: u32, mut stop: watch::Receiver<bool>) {
+pub async fn run(writer: Writer, keep_days: u32, mut stop: Stop) {
     let mut wait = FIRST;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = shutdown::stopped(&mut stop) => return,
         }
         wait = EVERY;
         let cut = cutoff(time::now_millis(), keep_days);
@@ -58,7 +57,7 @@ pub async fn run(writer: Writer, keep_days: u32, mut stop: watch::Receiver<bool>
             total.outputs += step.outputs;
             total.messages += step.messages;
             total.rejected += step.rejected;
-            if step.total() == 0 || *stop.borrow() {
+            if step.total() == 0 || shutdown::is_stopped(&stop) {
                 break;
             }
             tokio::time::sleep(PAUSE).await;

@@ -1,4 +1,5 @@
-//! The accept loop shared by the webhook port and the display port.
+//! The HTTP plumbing shared by the webhook port and the display port: the accept loop
+//! and the response helpers.
 //!
 //! Everything runs on the one runtime thread, so a connection must never be able to hold
 //! it: hyper reads headers with [`HEADER_TIMEOUT`] (also on idle keep-alive
@@ -17,22 +18,25 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::http::Body;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use hyper::StatusCode;
+
+use crate::shutdown::{self, Stop};
+
+pub type Body = Full<Bytes>;
 
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 256;
 pub const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves `handler` on `listener` until `shutdown` turns true.
-pub async fn serve<H, F>(
-    name: &'static str,
-    listener: TcpListener,
-    handler: H,
-    mut shutdown: watch::Receiver<bool>,
-) where
+/// Serves `handler` on `listener` until `stop` is given.
+pub async fn serve<H, F>(name: &'static str, listener: TcpListener, handler: H, mut stop: Stop)
+where
     H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
 {
@@ -48,7 +52,7 @@ pub async fn serve<H, F>(
     loop {
         while conns.try_join_next().is_some() {}
         let accepted = tokio::select! {
-            _ = stopped(&mut shutdown) => break,
+            _ = shutdown::stopped(&mut stop) => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -67,14 +71,14 @@ pub async fn serve<H, F>(
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
-        let mut stop = shutdown.clone();
+        let mut conn_stop = stop.clone();
         conns.spawn(async move {
             let _slot = slot;
             let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
-                _ = stopped(&mut stop) => {
+                _ = shutdown::stopped(&mut conn_stop) => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -96,7 +100,31 @@ pub async fn serve<H, F>(
     }
 }
 
-/// Resolves once `stop` is true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+/// A JSON response.
+pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// Ends the connection after this response: the rest of the request is not read.
+pub fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    resp
 }

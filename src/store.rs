@@ -15,11 +15,12 @@
 
 use std::path::Path;
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, ToSql, Transaction};
 
 use crate::coupon::{self, Action, State, Status};
 use crate::intake::{Intake, Kind, Message, Outcome};
+use crate::sinks::SinkKind;
 use crate::time;
 
 /// Unsigned requests kept in `rejected`; older rows are dropped.
@@ -100,6 +101,29 @@ CREATE INDEX outputs_by_message ON outputs (message_id);
 CREATE INDEX outputs_by_created ON outputs (created_at);
 CREATE INDEX rejected_by_received ON rejected (received_at);
 "#,
+    r#"
+-- outputs: `sink` may also be 'mqtt' (SPEC §5), and `next_attempt_at` goes: retry
+-- timing is the outbox's, kept in memory (after a restart pending jobs are tried at once).
+-- SQLite cannot change a CHECK in place, so the table is rebuilt.
+CREATE TABLE outputs_v3 (
+    id              INTEGER PRIMARY KEY,
+    message_id      INTEGER NOT NULL REFERENCES messages (id),
+    sink            TEXT NOT NULL CHECK (sink IN ('printer','display','exec','log','mqtt')),
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending','done','failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    done_at         TEXT,
+    reprint         INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO outputs_v3 (id, message_id, sink, state, attempts, last_error, created_at, done_at, reprint)
+    SELECT id, message_id, sink, state, attempts, last_error, created_at, done_at, reprint FROM outputs;
+DROP TABLE outputs;
+ALTER TABLE outputs_v3 RENAME TO outputs;
+CREATE INDEX outputs_queue ON outputs (sink, id) WHERE state = 'pending';
+CREATE INDEX outputs_by_message ON outputs (message_id);
+CREATE INDEX outputs_by_created ON outputs (created_at);
+"#,
 ];
 
 pub type Result<T> = rusqlite::Result<T>;
@@ -110,12 +134,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Which sinks get a job for an applied message of each action.
 #[derive(Debug, Clone, Default)]
 pub struct OutputPlan {
-    pub sinks: Vec<&'static str>,
+    pub sinks: Vec<SinkKind>,
     pub actions: Vec<Action>,
 }
 
 impl OutputPlan {
-    fn sinks_for(&self, action: Action) -> &[&'static str] {
+    fn sinks_for(&self, action: Action) -> &[SinkKind] {
         if self.actions.contains(&action) {
             &self.sinks
         } else {
@@ -142,7 +166,7 @@ pub enum Ack {
     Redelivered {
         message_id: i64,
         deliveries: i64,
-        outcome: String,
+        outcome: Outcome,
     },
     Recorded {
         message_id: i64,
@@ -155,17 +179,16 @@ pub enum Ack {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
-    pub sink: String,
     pub attempts: i64,
     pub reprint: bool,
     pub event: JobEvent,
 }
 
 /// The coupon event an output job reports.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct JobEvent {
     pub message_id: i64,
-    pub action: String,
+    pub action: Action,
     pub certificate_id: String,
     pub order_id: Option<String>,
     pub code: Option<String>,
@@ -178,12 +201,22 @@ pub struct JobEvent {
     pub body: String,
 }
 
-/// The result of one delivery attempt: done, or the error and when to retry (`None`:
-/// give up, the job is `failed`).
+/// One delivery attempt of output job `id`.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     pub id: i64,
-    pub outcome: std::result::Result<(), (String, Option<String>)>,
+    pub outcome: AttemptOutcome,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Delivered: the job is `done`.
+    Done,
+    /// Failed with this error; it stays `pending` and is tried again.
+    Retry(String),
+    /// Failed with this error for the last time: the job is `failed`.
+    GiveUp(String),
 }
 
 /// What one retention step deleted.
@@ -212,13 +245,13 @@ pub struct RejectedRow {
 }
 
 /// A certificate as the counter display shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct CertificateRow {
     pub certificate_id: String,
     pub order_id: Option<String>,
     pub code: Option<String>,
     pub account_id: Option<String>,
-    pub status: String,
+    pub status: Status,
     pub status_msg_time: i64,
     pub updated_at: String,
 }
@@ -227,13 +260,13 @@ pub struct CertificateRow {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub schema_version: i64,
-    pub certificates: Vec<(String, i64)>,
-    pub outcomes: Vec<(String, i64)>,
+    pub certificates: Vec<(Status, i64)>,
+    pub outcomes: Vec<(Outcome, i64)>,
     pub redeliveries: i64,
-    pub outputs: Vec<(String, String, i64)>,
-    pub failed_outputs: Vec<(i64, String, String, i64, Option<String>)>,
+    pub outputs: Vec<(SinkKind, String, i64)>,
+    pub failed_outputs: Vec<(i64, SinkKind, String, i64, Option<String>)>,
     pub rejected: i64,
-    pub last_message: Option<(String, String, Option<String>, Option<String>)>,
+    pub last_message: Option<(String, Outcome, Option<Action>, Option<String>)>,
     pub last_rejected: Option<(String, i64, String)>,
 }
 
@@ -244,13 +277,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if need be) the database for the daemon, migrated to the
     /// current schema.
-    pub fn open(path: &Path) -> std::result::Result<Store, String> {
-        Store::open_rw(path)
-            .map_err(|e| e.to_string())?
-            .map_err(String::from)
-    }
-
-    fn open_rw(path: &Path) -> Result<std::result::Result<Store, &'static str>> {
+    pub fn open(path: &Path) -> std::result::Result<Store, OpenError> {
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         // A new file gives pruned space back to the file system bit by bit (see
@@ -261,9 +288,7 @@ impl Store {
         // FULL makes every commit durable before we acknowledge (SPEC §5).
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Ok(Err(
-                "cannot switch the database to WAL mode; is the file system read-only?",
-            ));
+            return Err(OpenError::NoWal);
         }
         // Checkpoints are the writer's job, after it has answered (see `checkpoint`):
         // SQLite's automatic one would run inside a commit, on the acknowledgement path.
@@ -273,11 +298,11 @@ impl Store {
              PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = 4194304;",
         )?;
-        if schema_version(&conn)? > MIGRATIONS.len() as i64 {
-            return Ok(Err(TOO_NEW));
+        if schema_version(&conn)? > SCHEMA_VERSION {
+            return Err(OpenError::TooNew);
         }
         migrate(&mut conn)?;
-        Ok(Ok(Store { conn }))
+        Ok(Store { conn })
     }
 
     /// Opens the database a subcommand inspects or edits beside the daemon: it must
@@ -292,7 +317,7 @@ impl Store {
         let opened = if read_only {
             Store::open_read_only(path)
         } else {
-            Store::open(path)
+            Store::open(path).map_err(|e| e.to_string())
         };
         opened.map_err(|e| format!("cannot open database {}: {e}", path.display()))
     }
@@ -306,8 +331,8 @@ impl Store {
         .map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
-        if schema_version(&conn).map_err(|e| e.to_string())? > MIGRATIONS.len() as i64 {
-            return Err(TOO_NEW.into());
+        if schema_version(&conn).map_err(|e| e.to_string())? > SCHEMA_VERSION {
+            return Err(OpenError::TooNew.to_string());
         }
         Ok(Store { conn })
     }
@@ -337,9 +362,9 @@ impl Store {
 
     /// Up to `limit` of `sink`'s pending jobs, oldest first: each sink's queue is
     /// worked strictly in order.
-    pub fn pending_jobs(&self, sink: &str, limit: usize) -> Result<Vec<Job>> {
+    pub fn pending_jobs(&self, sink: SinkKind, limit: usize) -> Result<Vec<Job>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT o.id, o.sink, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
+            "SELECT o.id, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
                     m.received_at, CAST(m.body AS TEXT)
              FROM outputs o JOIN messages m ON m.id = o.message_id
@@ -349,21 +374,20 @@ impl Store {
         let rows = stmt.query_map(params![sink, limit as i64], |r| {
             Ok(Job {
                 id: r.get(0)?,
-                sink: r.get(1)?,
-                attempts: r.get(2)?,
-                reprint: r.get(3)?,
+                attempts: r.get(1)?,
+                reprint: r.get(2)?,
                 event: JobEvent {
-                    message_id: r.get(4)?,
-                    action: r.get(5)?,
-                    certificate_id: r.get(6)?,
-                    order_id: r.get(7)?,
-                    code: r.get(8)?,
-                    account_id: r.get(9)?,
-                    client_key: r.get(10)?,
-                    msg_time: r.get(11)?,
-                    log_id: r.get(12)?,
-                    received_at: r.get(13)?,
-                    body: r.get(14)?,
+                    message_id: r.get(3)?,
+                    action: r.get(4)?,
+                    certificate_id: r.get(5)?,
+                    order_id: r.get(6)?,
+                    code: r.get(7)?,
+                    account_id: r.get(8)?,
+                    client_key: r.get(9)?,
+                    msg_time: r.get(10)?,
+                    log_id: r.get(11)?,
+                    received_at: r.get(12)?,
+                    body: r.get(13)?,
                 },
             })
         })?;
@@ -375,30 +399,28 @@ impl Store {
         let tx = self.conn.transaction()?;
         let now = time::now_rfc3339();
         for a in results {
-            match &a.outcome {
-                Ok(()) => tx
-                    .prepare_cached(
-                        "UPDATE outputs SET state = 'done', attempts = attempts + 1, done_at = ?2,
-                                last_error = NULL WHERE id = ?1",
-                    )?
-                    .execute(params![a.id, now])?,
-                // Retried at `retry_at`, or `failed` for good when there is none.
-                Err((error, retry_at)) => tx
-                    .prepare_cached(
-                        "UPDATE outputs SET attempts = attempts + 1, last_error = ?2,
-                                state = CASE WHEN ?3 IS NULL THEN 'failed' ELSE 'pending' END,
-                                next_attempt_at = coalesce(?3, next_attempt_at)
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![a.id, error, retry_at])?,
+            let (state, error) = match &a.outcome {
+                AttemptOutcome::Done => ("done", None),
+                AttemptOutcome::Retry(e) => ("pending", Some(e)),
+                AttemptOutcome::GiveUp(e) => ("failed", Some(e)),
             };
+            tx.prepare_cached(
+                "UPDATE outputs SET attempts = attempts + 1, state = ?2, last_error = ?3,
+                        done_at = CASE ?2 WHEN 'done' THEN ?4 ELSE done_at END
+                 WHERE id = ?1",
+            )?
+            .execute(params![a.id, state, error, now])?;
         }
         tx.commit()
     }
 
     /// Queues a reprint of `certificate_id`'s latest applied message on `sinks`.
     /// Returns the message id it reprints, or `None` if the coupon is unknown.
-    pub fn queue_reprint(&mut self, certificate_id: &str, sinks: &[&str]) -> Result<Option<i64>> {
+    pub fn queue_reprint(
+        &mut self,
+        certificate_id: &str,
+        sinks: &[SinkKind],
+    ) -> Result<Option<i64>> {
         let tx = self.conn.transaction()?;
         let message_id: Option<i64> = tx
             .query_row(
@@ -411,7 +433,7 @@ impl Store {
         if let Some(id) = message_id {
             let now = time::now_rfc3339();
             for sink in sinks {
-                insert_output(&tx, id, sink, &now, true)?;
+                insert_output(&tx, id, *sink, &now, true)?;
             }
         }
         tx.commit()?;
@@ -513,7 +535,7 @@ impl Store {
     }
 
     /// Pending jobs per sink, to warn about sinks no longer configured.
-    pub fn pending_by_sink(&self) -> Result<Vec<(String, i64)>> {
+    pub fn pending_by_sink(&self) -> Result<Vec<(SinkKind, i64)>> {
         let mut stmt = self.conn.prepare(
             "SELECT sink, count(*) FROM outputs WHERE state = 'pending' GROUP BY sink ORDER BY sink",
         )?;
@@ -544,11 +566,11 @@ impl Store {
     /// Everything `coupond status` prints.
     pub fn summary(&self) -> Result<Summary> {
         let c = &self.conn;
-        let pairs = |sql: &str| -> Result<Vec<(String, i64)>> {
+        fn pairs<T: FromSql>(c: &Connection, sql: &str) -> Result<Vec<(T, i64)>> {
             let mut stmt = c.prepare(sql)?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
-        };
+        }
         let mut stmt = c.prepare(
             "SELECT sink, state, count(*) FROM outputs GROUP BY sink, state ORDER BY sink, state",
         )?;
@@ -568,9 +590,11 @@ impl Store {
         Ok(Summary {
             schema_version: schema_version(c)?,
             certificates: pairs(
+                c,
                 "SELECT status, count(*) FROM certificates GROUP BY status ORDER BY status",
             )?,
             outcomes: pairs(
+                c,
                 "SELECT outcome, count(*) FROM messages GROUP BY outcome ORDER BY outcome",
             )?,
             redeliveries: c.query_row(
@@ -604,8 +628,35 @@ fn schema_version(conn: &Connection) -> Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
-const TOO_NEW: &str =
-    "the database was written by a newer coupond (its schema version is higher): run that one";
+/// Why the daemon's database could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    Sqlite(rusqlite::Error),
+    /// WAL mode could not be switched on (a read-only file system, say).
+    NoWal,
+    /// The schema version is higher than this binary's: a newer coupond wrote it.
+    TooNew,
+}
+
+impl From<rusqlite::Error> for OpenError {
+    fn from(e: rusqlite::Error) -> OpenError {
+        OpenError::Sqlite(e)
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Sqlite(e) => write!(f, "{e}"),
+            OpenError::NoWal => {
+                f.write_str("cannot switch the database to WAL mode; is the file system read-only?")
+            }
+            OpenError::TooNew => f.write_str(
+                "the database was written by a newer coupond (its schema version is higher): run that one",
+            ),
+        }
+    }
+}
 
 fn migrate(conn: &mut Connection) -> Result<()> {
     let version = schema_version(conn)?;
@@ -661,7 +712,7 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
     let mut outputs = 0;
     if let (Outcome::Applied, Some(c)) = (outcome, cert) {
         for sink in plan.sinks_for(c.action) {
-            insert_output(tx, message_id, sink, &a.received_at, false)?;
+            insert_output(tx, message_id, *sink, &a.received_at, false)?;
             outputs += 1;
         }
     }
@@ -675,10 +726,8 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
 fn current_state(tx: &Transaction, certificate_id: &str) -> Result<Option<State>> {
     tx.prepare_cached("SELECT status, status_msg_time FROM certificates WHERE certificate_id = ?1")?
         .query_row([certificate_id], |r| {
-            let status: String = r.get(0)?;
             Ok(State {
-                // The CHECK constraint keeps other words out of the column.
-                status: Status::parse(&status).unwrap_or(Status::Verified),
+                status: r.get(0)?,
                 msg_time: r.get(1)?,
             })
         })
@@ -711,7 +760,7 @@ fn save_state(
         c.code,
         c.account_id,
         msg.client_key,
-        state.status.as_str(),
+        state.status,
         state.msg_time,
         now,
     ])?;
@@ -742,10 +791,10 @@ fn insert_message(
         msg.log_id,
         msg.event,
         msg.client_key,
-        cert.map(|c| c.action.as_str()),
+        cert.map(|c| c.action),
         cert.map(|c| &c.certificate_id),
         cert.map(|c| c.msg_time),
-        outcome.as_str(),
+        outcome,
         error,
         Body(&a.body),
         sha1,
@@ -759,13 +808,12 @@ fn insert_message(
 fn insert_output(
     tx: &Transaction,
     message_id: i64,
-    sink: &str,
+    sink: SinkKind,
     now: &str,
     reprint: bool,
 ) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO outputs (message_id, sink, created_at, next_attempt_at, reprint)
-         VALUES (?1, ?2, ?3, ?3, ?4)",
+        "INSERT INTO outputs (message_id, sink, created_at, reprint) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![message_id, sink, now, reprint])?;
     Ok(())
@@ -809,5 +857,133 @@ impl ToSql for Body<'_> {
             Ok(s) => ValueRef::Text(s.as_bytes()),
             Err(_) => ValueRef::Blob(self.0),
         }))
+    }
+}
+
+/// The words of the schema's CHECK lists, one type each, so nothing above reads or
+/// writes these columns as loose strings.
+macro_rules! sql_word {
+    ($type:ty, $what:literal, $to:expr, $from:expr) => {
+        impl ToSql for $type {
+            fn to_sql(&self) -> Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::Borrowed(ValueRef::Text($to(*self).as_bytes())))
+            }
+        }
+
+        impl FromSql for $type {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let word = value.as_str()?;
+                $from(word).ok_or_else(|| {
+                    FromSqlError::Other(
+                        format!("unknown {} {word:?} in the database", $what).into(),
+                    )
+                })
+            }
+        }
+    };
+}
+
+sql_word!(Action, "action", Action::as_str, Action::parse);
+sql_word!(Status, "status", Status::as_str, Status::parse);
+sql_word!(Outcome, "outcome", Outcome::as_str, Outcome::parse);
+sql_word!(SinkKind, "sink", SinkKind::name, SinkKind::parse);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("coupond-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("coupond.db")
+    }
+
+    #[test]
+    fn every_word_the_code_writes_is_one_the_schema_accepts_and_reads_back() {
+        let path = scratch("words");
+        let store = Store::open(&path).unwrap();
+        let c = &store.conn;
+        c.execute_batch(
+            "INSERT INTO messages (id, received_at, outcome, body, body_sha1, last_received_at)
+             VALUES (1, 'now', 'applied', '{}', 'x', 'now')",
+        )
+        .unwrap();
+        for kind in SinkKind::ALL {
+            c.execute(
+                "INSERT INTO outputs (message_id, sink, created_at) VALUES (1, ?1, 'now')",
+                [kind],
+            )
+            .unwrap();
+        }
+        let back: Vec<SinkKind> = c
+            .prepare("SELECT sink FROM outputs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(back, SinkKind::ALL);
+        for outcome in Outcome::ALL {
+            let got: Outcome = c.query_row("SELECT ?1", [outcome], |r| r.get(0)).unwrap();
+            assert_eq!(got, outcome);
+        }
+        for action in Action::ALL {
+            c.execute(
+                "INSERT INTO certificates (certificate_id, status, status_msg_time, first_seen_at, updated_at)
+                 VALUES (?1, ?2, 0, 'now', 'now')",
+                params![action.as_str(), action.status()],
+            )
+            .unwrap();
+            let got: (Action, Status) = c
+                .query_row(
+                    "SELECT ?1, status FROM certificates WHERE certificate_id = ?1",
+                    [action],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!(got, (action, action.status()));
+        }
+        let bad = c.query_row("SELECT 'used'", [], |r| r.get::<_, Action>(0));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("unknown action \"used\""));
+    }
+
+    #[test]
+    fn migrating_a_version_2_database_keeps_its_output_jobs() {
+        let path = scratch("v2");
+        {
+            let mut c = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                c.execute_batch(sql).unwrap();
+                c.pragma_update(None, "user_version", i as i64 + 1).unwrap();
+            }
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(
+                "INSERT INTO messages (id, received_at, action, certificate_id, msg_time, outcome,
+                                       body, body_sha1, last_received_at)
+                 VALUES (1, 'now', 'verify', 'c1', 1, 'applied', '{}', 'x', 'now');
+                 INSERT INTO outputs (message_id, sink, state, attempts, last_error, created_at, next_attempt_at, reprint)
+                 VALUES (1, 'printer', 'pending', 3, 'paper out', 'then', 'later', 1);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(schema_version(&store.conn).unwrap(), SCHEMA_VERSION);
+        let jobs = store.pending_jobs(SinkKind::Printer, 10).unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!((jobs[0].attempts, jobs[0].reprint), (3, true));
+        let indexes: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outputs'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 3);
     }
 }

@@ -177,7 +177,7 @@ fn seed_old_rows(db: &Path, days_ago: i64, done: usize, pending: usize, rejects:
             ("printer", "pending")
         };
         tx.execute(
-            "INSERT INTO outputs (message_id, sink, state, created_at, next_attempt_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            "INSERT INTO outputs (message_id, sink, state, created_at) VALUES (?1, ?2, ?3, ?4)",
             rusqlite::params![id, sink, state, when],
         )
         .unwrap();
@@ -357,13 +357,7 @@ fn pushes_rejected_under_a_wrong_secret_are_recovered_by_reverify_with_the_right
         ),
         3
     );
-    let kept: Vec<String> = c
-        .prepare("SELECT received_at FROM messages ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let kept: Vec<String> = query_column(&c, "SELECT received_at FROM messages ORDER BY id");
     assert_eq!(
         kept,
         arrived[..3],

@@ -228,15 +228,10 @@ fn send_pushes_a_signed_coupon_that_the_daemon_applies() {
     let dir = Scratch::new("send");
     let d = Daemon::start(&dir.0);
     let secret = dir.path("secret");
-    let o = run(
+    let o = send(
+        &d.url(),
+        &secret,
         &[
-            "send",
-            "--url",
-            &d.url(),
-            "--client-key",
-            CLIENT_KEY,
-            "--secret-file",
-            secret.to_str().unwrap(),
             "--action",
             "verify",
             "--certificate-id",
@@ -248,7 +243,6 @@ fn send_pushes_a_signed_coupon_that_the_daemon_applies() {
             "--msg-time",
             "1700000000",
         ],
-        &[],
     );
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("attempt 1: HTTP 200"), "{}", stdout(&o));
@@ -264,20 +258,7 @@ fn send_pushes_a_signed_coupon_that_the_daemon_applies() {
     );
     assert!(query_str(&c, "SELECT msg_id FROM messages").starts_with("coupond-send-"));
     // The URL check.
-    let o = run(
-        &[
-            "send",
-            "--url",
-            &d.url(),
-            "--client-key",
-            CLIENT_KEY,
-            "--secret-file",
-            secret.to_str().unwrap(),
-            "--challenge",
-            "4242",
-        ],
-        &[],
-    );
+    let o = send(&d.url(), &secret, &["--challenge", "4242"]);
     assert!(
         stdout(&o).contains(r#"HTTP 200"#) && stdout(&o).contains(r#"{"challenge":4242}"#),
         "{}",

@@ -62,12 +62,8 @@ fn sigkill_under_concurrent_load_loses_no_acknowledged_message_and_applies_none_
 
     let c = open_db(&d.db);
     assert_eq!(query_str(&c, "PRAGMA integrity_check"), "ok");
-    let stored: HashSet<String> = c
-        .prepare("SELECT body_sha1 FROM messages")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
+    let stored: HashSet<String> = query_column(&c, "SELECT body_sha1 FROM messages")
+        .into_iter()
         .collect();
     for body in &acked {
         let sha = sha1_smol::Sha1::from(body).digest().to_string();
@@ -247,14 +243,10 @@ fn a_receipt_printed_while_the_disk_is_full_is_not_printed_again() {
         "printed again while the disk was full"
     );
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let state = query_str(&d.sql(), "SELECT state FROM outputs");
-        if state == "done" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never recorded: {state}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        "the receipt to be recorded as done",
+        Duration::from_secs(10),
+        || query_str(&d.sql(), "SELECT state FROM outputs") == "done",
+    );
     assert_eq!(printer.receipts().len(), 1);
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::escpos::{FakePrinter, Mode};
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn outputs(d: &Daemon, sink: &str) -> Vec<(String, i64, Option<String>)> {
     d.sql()
@@ -16,14 +16,6 @@ fn outputs(d: &Daemon, sink: &str) -> Vec<(String, i64, Option<String>)> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

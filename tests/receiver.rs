@@ -8,33 +8,27 @@ use std::time::Duration;
 
 fn outcome_of(d: &Daemon, body: &str) -> String {
     let sha = sha1_smol::Sha1::from(body).digest().to_string();
-    d.sql()
-        .query_row(
-            "SELECT outcome FROM messages WHERE body_sha1 = ?1",
-            [sha],
-            |r| r.get(0),
-        )
-        .unwrap()
+    query_one(
+        &d.sql(),
+        "SELECT outcome FROM messages WHERE body_sha1 = ?1",
+        &sha,
+    )
 }
 
 fn status_of(d: &Daemon, certificate_id: &str) -> String {
-    d.sql()
-        .query_row(
-            "SELECT status FROM certificates WHERE certificate_id = ?1",
-            [certificate_id],
-            |r| r.get(0),
-        )
-        .unwrap()
+    query_one(
+        &d.sql(),
+        "SELECT status FROM certificates WHERE certificate_id = ?1",
+        certificate_id,
+    )
 }
 
 fn outputs_for(d: &Daemon, certificate_id: &str) -> i64 {
-    d.sql()
-        .query_row(
-            "SELECT count(*) FROM outputs o JOIN messages m ON m.id = o.message_id WHERE m.certificate_id = ?1",
-            [certificate_id],
-            |r| r.get(0),
-        )
-        .unwrap()
+    query_one(
+        &d.sql(),
+        "SELECT count(*) FROM outputs o JOIN messages m ON m.id = o.message_id WHERE m.certificate_id = ?1",
+        certificate_id,
+    )
 }
 
 #[test]
@@ -376,13 +370,7 @@ fn missing_or_wrong_signatures_are_401_and_kept_only_in_bounded_rejected() {
     let c = d.sql();
     assert_eq!(query_i64(&c, "SELECT count(*) FROM messages"), 0);
     assert_eq!(query_i64(&c, "SELECT count(*) FROM certificates"), 0);
-    let reasons: Vec<String> = c
-        .prepare("SELECT reason FROM rejected ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let reasons: Vec<String> = query_column(&c, "SELECT reason FROM rejected ORDER BY id");
     assert_eq!(reasons.len(), 3);
     assert!(
         reasons[0].contains("missing")

@@ -9,7 +9,7 @@ use common::*;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -91,11 +91,9 @@ fn the_ssh_tunnel_unit_carries_a_push_from_the_relay_port_to_coupond() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("sshd to start", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", ssh_port)).is_ok()
+    });
     let host_pub = std::fs::read_to_string(dir.path("host_key.pub")).unwrap();
     let known_hosts = dir.path("tunnel_known_hosts");
     std::fs::write(&known_hosts, format!("[127.0.0.1]:{ssh_port} {host_pub}")).unwrap();
@@ -141,44 +139,16 @@ fn the_ssh_tunnel_unit_carries_a_push_from_the_relay_port_to_coupond() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", relay_port)).is_err() {
-        assert!(Instant::now() < deadline, "the tunnel did not come up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the tunnel to come up", Duration::from_secs(15), || {
+        std::net::TcpStream::connect(("127.0.0.1", relay_port)).is_ok()
+    });
 
     // What an installer runs on the relay to check the tunnel end to end.
     let url = format!("http://127.0.0.1:{relay_port}/douyin/webhook");
     let secret = dir.path("secret");
-    let o = run(
-        &[
-            "send",
-            "--url",
-            &url,
-            "--client-key",
-            CLIENT_KEY,
-            "--secret-file",
-            secret.to_str().unwrap(),
-            "--certificate-id",
-            "TUNNEL-TEST-1",
-        ],
-        &[],
-    );
+    let o = send(&url, &secret, &["--certificate-id", "TUNNEL-TEST-1"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    let o = run(
-        &[
-            "send",
-            "--url",
-            &url,
-            "--client-key",
-            CLIENT_KEY,
-            "--secret-file",
-            secret.to_str().unwrap(),
-            "--challenge",
-            "42",
-        ],
-        &[],
-    );
+    let o = send(&url, &secret, &["--challenge", "42"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains(r#"{"challenge":42}"#));
     assert_eq!(
         query_str(

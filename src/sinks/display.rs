@@ -20,8 +20,9 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
-use crate::coupon::{Action, Status};
-use crate::http::{json, text, Body};
+use crate::coupon::Action;
+use crate::server::{json, text, Body};
+use crate::shutdown::{self, Stop};
 use crate::sinks::mask_code;
 use crate::store::{CertificateRow, JobEvent};
 use crate::time;
@@ -50,9 +51,8 @@ pub struct Entry {
 
 impl Entry {
     pub fn from_event(e: &JobEvent, reprint: bool) -> Entry {
-        let action = Action::parse(&e.action);
         Entry::new(
-            action,
+            e.action,
             &e.certificate_id,
             &e.order_id,
             &e.code,
@@ -63,9 +63,8 @@ impl Entry {
     }
 
     pub fn from_row(r: &CertificateRow) -> Entry {
-        let action = Status::parse(&r.status).map(Status::action);
         Entry::new(
-            action,
+            r.status.action(),
             &r.certificate_id,
             &r.order_id,
             &r.code,
@@ -76,7 +75,7 @@ impl Entry {
     }
 
     fn new(
-        action: Option<Action>,
+        action: Action,
         certificate_id: &str,
         order_id: &Option<String>,
         code: &Option<String>,
@@ -86,8 +85,8 @@ impl Entry {
     ) -> Entry {
         Entry {
             certificate_id: certificate_id.to_string(),
-            status: action.map_or("", |a| a.status().as_str()).to_string(),
-            headline: action.map_or("", Action::headline_zh).to_string(),
+            status: action.status().as_str().to_string(),
+            headline: action.headline_zh().to_string(),
             order_id: order_id.clone(),
             code: code.as_deref().map(mask_code),
             account_id: account_id.clone(),
@@ -141,12 +140,12 @@ impl Feed {
     }
 
     /// Waits until the generation differs from `seen`, at most `LONG_POLL`, or `stop`.
-    async fn changed_since(&self, seen: u64, stop: &mut watch::Receiver<bool>) {
+    async fn changed_since(&self, seen: u64, stop: &mut Stop) {
         let mut rx = self.generation.subscribe();
         let wait = rx.wait_for(|g| *g != seen);
         tokio::select! {
             _ = tokio::time::timeout(LONG_POLL, wait) => {}
-            _ = crate::server::stopped(stop) => {}
+            _ = shutdown::stopped(stop) => {}
         }
     }
 }
@@ -154,7 +153,7 @@ impl Feed {
 /// Answers one request on the display port.
 pub async fn handle(
     feed: Arc<Feed>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Stop,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {

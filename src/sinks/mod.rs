@@ -1,8 +1,10 @@
 //! Where applied coupon messages go: the store's printer, display, a hook, or the log.
 //!
-//! A sink is a plain value that can deliver one [`Job`]; the outbox decides when. Each
-//! sink states its own time limit, after which the attempt counts as failed, and how
-//! many jobs it takes per round (see `outbox`).
+//! [`SinkKind`] is the one list of outputs: its name (the `outputs.sink` value and the
+//! word in logs), the flag that configures it, and which of them a configuration has.
+//! A [`Sink`] is a configured output that can deliver one [`Job`]; the outbox decides
+//! when. Each sink states its own time limit, after which the attempt counts as failed,
+//! and how many jobs it takes per round (see `outbox`).
 
 pub mod display;
 pub mod exec;
@@ -12,9 +14,121 @@ pub mod receipt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::coupon::Action;
 use crate::store::{Job, JobEvent};
 use crate::time;
+
+/// The kinds of output, in the order the daemon builds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SinkKind {
+    Printer,
+    Display,
+    Exec,
+    /// No printer, display or hook configured: one log line per applied message.
+    Log,
+}
+
+impl SinkKind {
+    pub const ALL: [SinkKind; 4] = [
+        SinkKind::Printer,
+        SinkKind::Display,
+        SinkKind::Exec,
+        SinkKind::Log,
+    ];
+
+    /// The `outputs.sink` word.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Printer => "printer",
+            SinkKind::Display => "display",
+            SinkKind::Exec => "exec",
+            SinkKind::Log => "log",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SinkKind> {
+        SinkKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The setting that turns it on, for a person.
+    pub fn flag(self) -> &'static str {
+        match self {
+            SinkKind::Printer => "--printer",
+            SinkKind::Display => "--display-listen",
+            SinkKind::Exec => "--exec",
+            SinkKind::Log => "no output flag",
+        }
+    }
+
+    /// The sinks a configuration has: printer, display, exec, or the log when there is
+    /// none of those.
+    pub fn configured(printer: bool, display: bool, exec: bool) -> Vec<SinkKind> {
+        let kinds: Vec<SinkKind> = [
+            (printer, SinkKind::Printer),
+            (display, SinkKind::Display),
+            (exec, SinkKind::Exec),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect();
+        if kinds.is_empty() {
+            vec![SinkKind::Log]
+        } else {
+            kinds
+        }
+    }
+}
+
+impl std::fmt::Display for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the sinks need from the settings (`coupond serve`'s output flags).
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub printer: Option<printer::PrinterDest>,
+    pub paper_columns: usize,
+    pub store_name: Option<String>,
+    pub printer_status: bool,
+    /// Whether `--display-listen` is set (the listener itself is `serve`'s business).
+    pub display: bool,
+    pub exec: Option<String>,
+    pub exec_timeout: Duration,
+}
+
+impl Outputs {
+    pub fn kinds(&self) -> Vec<SinkKind> {
+        SinkKind::configured(self.printer.is_some(), self.display, self.exec.is_some())
+    }
+
+    /// The configured sinks, in [`SinkKind`] order. `feed` is the display's, present
+    /// exactly when the display is configured.
+    pub fn build(&self, feed: Option<Arc<display::Feed>>) -> Vec<Arc<Sink>> {
+        self.kinds()
+            .into_iter()
+            .filter_map(|kind| {
+                Some(match kind {
+                    SinkKind::Printer => Sink::Printer {
+                        printer: printer::Printer {
+                            dest: self.printer.clone()?,
+                            status_check: self.printer_status,
+                        },
+                        store_name: self.store_name.clone(),
+                        columns: self.paper_columns,
+                    },
+                    SinkKind::Display => Sink::Display(feed.clone()?),
+                    SinkKind::Exec => Sink::Exec(exec::Exec {
+                        command: self.exec.clone()?,
+                        timeout: self.exec_timeout,
+                    }),
+                    SinkKind::Log => Sink::Log,
+                })
+            })
+            .map(Arc::new)
+            .collect()
+    }
+}
 
 /// A configured output.
 pub enum Sink {
@@ -33,13 +147,12 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// The `outputs.sink` word.
-    pub fn name(&self) -> &'static str {
+    pub fn kind(&self) -> SinkKind {
         match self {
-            Sink::Printer { .. } => "printer",
-            Sink::Display(_) => "display",
-            Sink::Exec(_) => "exec",
-            Sink::Log => "log",
+            Sink::Printer { .. } => SinkKind::Printer,
+            Sink::Display(_) => SinkKind::Display,
+            Sink::Exec(_) => SinkKind::Exec,
+            Sink::Log => SinkKind::Log,
         }
     }
 
@@ -90,28 +203,14 @@ impl Sink {
     }
 }
 
-/// The sinks a configuration has, in the order the daemon builds them: printer,
-/// display, exec, or the log when there is none of those.
-pub fn names(printer: bool, display: bool, exec: bool) -> Vec<&'static str> {
-    let names: Vec<&'static str> = [(printer, "printer"), (display, "display"), (exec, "exec")]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
-    if names.is_empty() {
-        vec!["log"]
-    } else {
-        names
-    }
-}
-
 /// One line for a person: what happened to which coupon, when.
 pub fn describe(e: &JobEvent, reprint: bool) -> String {
-    let headline = Action::parse(&e.action).map_or("?", Action::headline_zh);
     let mut s = format!(
-        "{}coupon {} {} ({headline})",
+        "{}coupon {} {} ({})",
         if reprint { "reprint: " } else { "" },
         e.certificate_id,
-        e.action
+        e.action,
+        e.action.headline_zh()
     );
     if let Some(o) = &e.order_id {
         s += &format!(", order {o}");

@@ -13,16 +13,15 @@
 //! become a file in /dev); a device that does not take the bytes before the time limit
 //! fails the attempt, so no thread is left stuck in a blocking write.
 
+use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-
-use crate::config::PrinterDest;
 
 /// DLE EOT 1: transmit printer status. Bit 3 set: offline.
 const STATUS_PRINTER: &[u8] = b"\x10\x04\x01";
@@ -35,6 +34,53 @@ const STATUS_WAIT: Duration = Duration::from_secs(3);
 const SEND: Duration = Duration::from_secs(10);
 /// The whole attempt, as the outbox enforces it.
 pub const TIME_LIMIT: Duration = Duration::from_secs(25);
+
+/// Where receipts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrinterDest {
+    /// A raw TCP port (JetDirect / port 9100).
+    Tcp { host: String, port: u16 },
+    /// A device (`/dev/usb/lp0`, `/dev/ttyUSB0`), a FIFO or a file, written as is.
+    Path(PathBuf),
+}
+
+impl fmt::Display for PrinterDest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrinterDest::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            PrinterDest::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl PrinterDest {
+    pub fn parse(v: &str) -> Result<PrinterDest, String> {
+        if let Some(rest) = v.strip_prefix("tcp://") {
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
+                    (h, p.parse().map_err(|_| format!("bad port {p:?}"))?)
+                }
+                _ => (rest, 9100),
+            };
+            if host.is_empty() {
+                return Err("want tcp://HOST[:PORT]".into());
+            }
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            return Ok(PrinterDest::Tcp { host, port });
+        }
+        if v.contains("://") {
+            return Err("want a device path such as /dev/usb/lp0, or tcp://HOST[:PORT]".into());
+        }
+        if !v.starts_with('/') {
+            return Err("want an absolute path such as /dev/usb/lp0, or tcp://HOST[:PORT]".into());
+        }
+        Ok(PrinterDest::Path(PathBuf::from(v)))
+    }
+}
 
 pub struct Printer {
     pub dest: PrinterDest,

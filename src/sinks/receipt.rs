@@ -29,14 +29,11 @@ const LABEL: usize = 10;
 
 /// The content of a receipt for `e`, printed at `printed_at` (Unix seconds).
 pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&str>) -> Vec<Line> {
-    let action = Action::parse(&e.action);
     let mut out = Vec::new();
     if let Some(name) = store_name {
         out.push(Line::Title(name.to_string()));
     }
-    out.push(Line::Title(
-        action.map_or("券状态变更", Action::headline_zh).to_string(),
-    ));
+    out.push(Line::Title(e.action.headline_zh().to_string()));
     if reprint {
         out.push(Line::Center("*** 重打 ***".into()));
     }
@@ -51,11 +48,10 @@ pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&s
     if let Some(a) = &e.account_id {
         out.push(Line::Field("商户", a.clone()));
     }
-    let when = match action {
-        Some(Action::Verify) => "核销时间",
-        Some(Action::VerifyCancel) => "撤销时间",
-        Some(Action::RefundSuccess) => "退款时间",
-        None => "时间",
+    let when = match e.action {
+        Action::Verify => "核销时间",
+        Action::VerifyCancel => "撤销时间",
+        Action::RefundSuccess => "退款时间",
     };
     out.push(Line::Field(when, time::local_datetime(e.msg_time)));
     out.push(Line::Field("打印时间", time::local_datetime(printed_at)));
@@ -173,10 +169,10 @@ pub fn escpos(lines: &[Line], columns: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn event(action: &str, code: Option<&str>) -> JobEvent {
+    fn event(action: Action, code: Option<&str>) -> JobEvent {
         JobEvent {
             message_id: 1,
-            action: action.into(),
+            action,
             certificate_id: "7001234567890123456".into(),
             order_id: Some("1088000000000000001".into()),
             code: code.map(String::from),
@@ -192,7 +188,7 @@ mod tests {
     #[test]
     fn says_what_happened_with_every_field() {
         let l = lines(
-            &event("verify_cancel", Some("ABCD12345678")),
+            &event(Action::VerifyCancel, Some("ABCD12345678")),
             true,
             1_665_991_200,
             Some("望京店"),
@@ -217,7 +213,7 @@ mod tests {
     #[test]
     fn every_line_fits_the_paper() {
         let l = lines(
-            &event("verify", Some("X".repeat(60).as_str())),
+            &event(Action::Verify, Some("X".repeat(60).as_str())),
             false,
             0,
             Some("一家名字非常非常非常非常长的店铺"),
@@ -235,7 +231,7 @@ mod tests {
 
     #[test]
     fn escpos_initialises_selects_chinese_encodes_gb18030_and_cuts() {
-        let bytes = escpos(&lines(&event("verify", None), false, 0, None), 32);
+        let bytes = escpos(&lines(&event(Action::Verify, None), false, 0, None), 32);
         assert!(bytes.starts_with(b"\x1b@\x1c&"));
         assert!(bytes.ends_with(b"\x1dVB\x00"));
         let (headline, _, _) = encoding_rs::GB18030.encode("核销成功");

@@ -374,3 +374,48 @@ pub fn query_i64(c: &rusqlite::Connection, sql: &str) -> i64 {
 pub fn query_str(c: &rusqlite::Connection, sql: &str) -> String {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// The one value of a query with one parameter (`?1`).
+pub fn query_one<T: rusqlite::types::FromSql>(
+    c: &rusqlite::Connection,
+    sql: &str,
+    param: &str,
+) -> T {
+    c.query_row(sql, [param], |r| r.get(0)).unwrap()
+}
+
+/// Every value of a one-column query, in order.
+pub fn query_column<T: rusqlite::types::FromSql>(c: &rusqlite::Connection, sql: &str) -> Vec<T> {
+    c.prepare(sql)
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Polls `f` every 50 ms until it holds; fails the test naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `coupond send` to `url` as the test app, signing with the secret in `secret_file`,
+/// with `extra` flags (`--certificate-id ...` or `--challenge N`).
+pub fn send(url: &str, secret_file: &Path, extra: &[&str]) -> std::process::Output {
+    let secret = secret_file.to_str().unwrap();
+    let mut args = vec![
+        "send",
+        "--url",
+        url,
+        "--client-key",
+        CLIENT_KEY,
+        "--secret-file",
+        secret,
+    ];
+    args.extend_from_slice(extra);
+    run(&args, &[])
+}

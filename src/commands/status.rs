@@ -2,6 +2,7 @@
 //! (WAL readers never block the writer).
 
 use crate::config::StatusConfig;
+use crate::coupon::Action;
 use crate::intake::Outcome;
 use crate::store::{Store, Summary};
 
@@ -14,20 +15,20 @@ pub fn run(cfg: &StatusConfig) -> Result<(), String> {
     Ok(())
 }
 
-fn count(pairs: &[(String, i64)], key: &str) -> i64 {
-    pairs.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n)
+fn count<K: PartialEq>(pairs: &[(K, i64)], key: K) -> i64 {
+    pairs.iter().find(|(k, _)| *k == key).map_or(0, |(_, n)| *n)
 }
 
 /// The report, one topic a line.
 pub fn render(db: &str, s: &Summary) -> String {
     let mut out = format!("database   {db} (schema version {})\n", s.schema_version);
-    let statuses = ["verified", "cancelled", "refunded"];
     let total: i64 = s.certificates.iter().map(|(_, n)| n).sum();
     out += &format!(
         "coupons    {total}: {}\n",
-        statuses
+        Action::ALL
+            .map(Action::status)
             .iter()
-            .map(|st| format!("{} {st}", count(&s.certificates, st)))
+            .map(|st| format!("{} {}", count(&s.certificates, *st), st.as_str()))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -36,7 +37,7 @@ pub fn render(db: &str, s: &Summary) -> String {
         "messages   {messages}: {}; {} redeliveries counted\n",
         Outcome::ALL
             .iter()
-            .map(|o| format!("{} {}", count(&s.outcomes, o.as_str()), o.as_str()))
+            .map(|o| format!("{} {o}", count(&s.outcomes, *o)))
             .collect::<Vec<_>>()
             .join(", "),
         s.redeliveries
@@ -56,7 +57,7 @@ pub fn render(db: &str, s: &Summary) -> String {
     if s.outputs.is_empty() {
         out += "outputs    none yet\n";
     } else {
-        let mut sinks: Vec<&str> = s.outputs.iter().map(|(k, _, _)| k.as_str()).collect();
+        let mut sinks: Vec<_> = s.outputs.iter().map(|(k, _, _)| *k).collect();
         sinks.dedup();
         let per_sink: Vec<String> = sinks
             .iter()

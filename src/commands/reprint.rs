@@ -3,11 +3,12 @@
 //! it up within a few seconds (or at its next start).
 
 use crate::config::ReprintConfig;
+use crate::sinks::SinkKind;
 use crate::store::Store;
 
 pub fn run(cfg: &ReprintConfig) -> Result<(), String> {
     let mut store = Store::open_existing(&cfg.db, false)?;
-    match store.queue_reprint(&cfg.certificate_id, &["printer"]) {
+    match store.queue_reprint(&cfg.certificate_id, &[SinkKind::Printer]) {
         Ok(Some(message_id)) => {
             println!(
                 "queued a reprint of coupon {} (message {message_id}); the running daemon prints it within seconds",

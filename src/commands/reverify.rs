@@ -95,7 +95,11 @@ pub fn run(cfg: &ReverifyConfig) -> Result<(), String> {
     if report.recovered > 0 {
         println!(
             "the running daemon delivers their outputs ({}) within seconds",
-            cfg.sinks.join(", ")
+            cfg.sinks
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())

@@ -7,24 +7,26 @@
 //! requests in hand finish (each waits for its commit), stops the outbox, then closes
 //! the database from the writer thread.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
+use crate::commands::reverify;
 use crate::config::ServeConfig;
-use crate::http::{self, Webhook};
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::retention;
-use crate::reverify;
 use crate::server;
+use crate::shutdown::{self, Stop, Trigger};
 use crate::sinks::display::{self, Feed};
-use crate::sinks::exec::Exec;
-use crate::sinks::printer::Printer;
 use crate::sinks::Sink;
+use crate::sources::webhook::{self, Webhook};
 use crate::store::{OutputPlan, Store};
 use crate::writer::Writer;
 
@@ -37,10 +39,67 @@ pub fn run(cfg: ServeConfig) -> Result<(), String> {
     rt.block_on(serve(cfg))
 }
 
+/// What start-up opened, bound and built, before anything runs.
+struct Started {
+    store: Store,
+    listener: TcpListener,
+    display: Option<(TcpListener, Arc<Feed>)>,
+    sinks: Vec<Arc<Sink>>,
+    plan: OutputPlan,
+}
+
 async fn serve(cfg: ServeConfig) -> Result<(), String> {
     // Before anything else: a SIGTERM from systemd right after READY must reach the
     // handler, not kill the process with the default action.
     let signals = Signals::install()?;
+    let Started {
+        store,
+        listener,
+        display,
+        sinks,
+        plan,
+    } = start(&cfg).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let (changes_tx, changes) = watch::channel(0u64);
+    let (writer, db_thread) = Writer::start(store, plan, changes_tx);
+    let (trigger, stop) = shutdown::channel();
+    log::info!(
+        "coupond {} listening on http://{local}{} with database {}; {} app(s), {} secret(s); outputs: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.path,
+        cfg.db.display(),
+        cfg.apps.client_keys.len(),
+        cfg.apps.secrets.len(),
+        sinks.iter().map(|s| s.kind().name()).collect::<Vec<_>>().join(", "),
+    );
+
+    let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
+    let mut tasks =
+        spawn_beside_webhook(&cfg, &sinks, display, &writer, &changes, &notifier, &stop)?;
+    let hook = Arc::new(Webhook {
+        path: cfg.path.clone(),
+        max_body: cfg.max_body,
+        apps: cfg.apps.clone(),
+        writer: writer.clone(),
+    });
+    let webhook = server::serve(
+        "webhook",
+        listener,
+        move |req| webhook::handle(hook.clone(), req),
+        stop.clone(),
+    );
+    notifier.send(&format!("READY=1\nSTATUS=listening on {local}{}", cfg.path));
+    tokio::spawn(signals.stop_on_first(trigger, notifier));
+
+    webhook.await;
+    while tasks.join_next().await.is_some() {}
+    close(writer, db_thread).await;
+    Ok(())
+}
+
+/// Opens and migrates the database, binds both ports, re-checks rejected pushes and
+/// builds the sinks: everything that may fail, so READY is only sent once it all worked.
+async fn start(cfg: &ServeConfig) -> Result<Started, String> {
     let mut store = Store::open(&cfg.db).map_err(|e| {
         format!(
             "cannot open database {}: {e} (check --db and that the directory exists and is writable)",
@@ -53,15 +112,16 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
             cfg.listen
         )
     })?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
     let display = match cfg.display_listen {
-        Some(addr) => Some(bind_display(addr, &store, &cfg).await?),
+        Some(addr) => Some(bind_display(addr, &store, cfg).await?),
         None => None,
     };
-    let sinks = build_sinks(&cfg, display.as_ref().map(|(_, feed)| feed.clone()));
+    let sinks = cfg
+        .outputs
+        .build(display.as_ref().map(|(_, feed)| feed.clone()));
     warn_orphaned_jobs(&store, &sinks);
     let plan = OutputPlan {
-        sinks: sinks.iter().map(|s| s.name()).collect(),
+        sinks: sinks.iter().map(|s| s.kind()).collect(),
         actions: cfg.print_actions.clone(),
     };
     match reverify::pass(&mut store, &cfg.apps, &plan) {
@@ -71,22 +131,28 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => log::error!("reverify: {e}"),
     }
-    let (changes_tx, changes) = watch::channel(0u64);
-    let (writer, db_thread) = Writer::start(store, plan, changes_tx);
-    let (stop_tx, stop) = watch::channel(false);
-    log::info!(
-        "coupond {} listening on http://{local}{} with database {}; {} app(s), {} secret(s); outputs: {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.path,
-        cfg.db.display(),
-        cfg.apps.client_keys.len(),
-        cfg.apps.secrets.len(),
-        sinks.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
-    );
+    Ok(Started {
+        store,
+        listener,
+        display,
+        sinks,
+        plan,
+    })
+}
 
-    // Everything beside the webhook runs as tasks that end when `stop` turns true.
-    let mut tasks = tokio::task::JoinSet::new();
-    for sink in &sinks {
+/// Everything beside the webhook, as tasks that end when the stop is given: one
+/// delivery loop per sink, retention, the display's port and the watchdog.
+fn spawn_beside_webhook(
+    cfg: &ServeConfig,
+    sinks: &[Arc<Sink>],
+    display: Option<(TcpListener, Arc<Feed>)>,
+    writer: &Writer,
+    changes: &watch::Receiver<u64>,
+    notifier: &Arc<Notifier>,
+    stop: &Stop,
+) -> Result<JoinSet<()>, String> {
+    let mut tasks = JoinSet::new();
+    for sink in sinks {
         tasks.spawn(outbox::run_sink(
             sink.clone(),
             writer.clone(),
@@ -103,15 +169,14 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
             "display on http://{}/",
             listener.local_addr().map_err(|e| e.to_string())?
         );
-        let stop_rx = stop.clone();
+        let page_stop = stop.clone();
         tasks.spawn(server::serve(
             "display",
             listener,
-            move |req| display::handle(feed.clone(), stop_rx.clone(), req),
+            move |req| display::handle(feed.clone(), page_stop.clone(), req),
             stop.clone(),
         ));
     }
-    let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     if let Some(every) = notifier.watchdog_interval() {
         tasks.spawn(watchdog(
             notifier.clone(),
@@ -120,33 +185,19 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
             stop.clone(),
         ));
     }
-    let hook = Arc::new(Webhook {
-        path: cfg.path.clone(),
-        max_body: cfg.max_body,
-        apps: cfg.apps.clone(),
-        writer: writer.clone(),
-    });
-    let webhook = server::serve(
-        "webhook",
-        listener,
-        move |req| http::handle(hook.clone(), req),
-        stop.clone(),
-    );
-    notifier.send(&format!("READY=1\nSTATUS=listening on {local}{}", cfg.path));
-    tokio::spawn(signals.stop_on_first(stop_tx, notifier));
+    Ok(tasks)
+}
 
-    webhook.await;
-    while tasks.join_next().await.is_some() {}
+/// Lets the writer thread finish the batch in hand and close the database.
+async fn close(writer: Writer, db_thread: JoinHandle<()>) {
     drop(writer);
-    // The writer thread finishes the batch in hand and closes the database.
     let _ = tokio::task::spawn_blocking(move || db_thread.join()).await;
     log::info!("stopped; database closed");
-    Ok(())
 }
 
 /// Binds the display port and seeds its feed from the database.
 async fn bind_display(
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     store: &Store,
     cfg: &ServeConfig,
 ) -> Result<(TcpListener, Arc<Feed>), String> {
@@ -160,65 +211,29 @@ async fn bind_display(
     Ok((listener, Arc::new(feed)))
 }
 
-/// The configured sinks, in the order of `sinks::names`.
-fn build_sinks(cfg: &ServeConfig, feed: Option<Arc<Feed>>) -> Vec<Arc<Sink>> {
-    let mut sinks = Vec::new();
-    if let Some(dest) = &cfg.printer {
-        sinks.push(Sink::Printer {
-            printer: Printer {
-                dest: dest.clone(),
-                status_check: cfg.printer_status,
-            },
-            store_name: cfg.store_name.clone(),
-            columns: cfg.paper_columns,
-        });
-    }
-    if let Some(feed) = feed {
-        sinks.push(Sink::Display(feed));
-    }
-    if let Some(command) = &cfg.exec {
-        sinks.push(Sink::Exec(Exec {
-            command: command.clone(),
-            timeout: cfg.exec_timeout,
-        }));
-    }
-    if sinks.is_empty() {
-        sinks.push(Sink::Log);
-    }
-    sinks.into_iter().map(Arc::new).collect()
-}
-
 /// Jobs queued for a sink this run does not have stay pending: say so once.
 fn warn_orphaned_jobs(store: &Store, sinks: &[Arc<Sink>]) {
     let Ok(pending) = store.pending_by_sink() else {
         return;
     };
-    for (sink, n) in pending {
-        if !sinks.iter().any(|s| s.name() == sink) {
-            let flag = match sink.as_str() {
-                "printer" => "--printer",
-                "display" => "--display-listen",
-                "exec" => "--exec",
-                _ => "no output flag",
-            };
-            log::warn!("{n} {sink} output(s) are pending but this run has no {sink} ({flag}); they wait until it does");
+    for (kind, n) in pending {
+        if !sinks.iter().any(|s| s.kind() == kind) {
+            log::warn!(
+                "{n} {kind} output(s) are pending but this run has no {kind} ({}); they wait until it does",
+                kind.flag()
+            );
         }
     }
 }
 
 /// Feeds systemd's watchdog from the main loop, and only after the database thread
 /// answered: a hung runtime or a hung writer both stop the pings.
-async fn watchdog(
-    notifier: Arc<Notifier>,
-    writer: Writer,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn watchdog(notifier: Arc<Notifier>, writer: Writer, every: Duration, mut stop: Stop) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = server::stopped(&mut stop) => return,
+            _ = shutdown::stopped(&mut stop) => return,
         }
         match tokio::time::timeout(every, writer.call(|s| s.status_line())).await {
             Ok(Ok(Ok(status))) => notifier.send(&format!("WATCHDOG=1\nSTATUS={status}")),
@@ -249,7 +264,7 @@ impl Signals {
     }
 
     /// Waits for the first of them, then starts a clean stop.
-    async fn stop_on_first(mut self, stop: watch::Sender<bool>, notifier: Arc<Notifier>) {
+    async fn stop_on_first(mut self, stop: Trigger, notifier: Arc<Notifier>) {
         let which = tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",

@@ -13,21 +13,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::intake::{self, Apps, Intake, Kind};
+use crate::server::{closing, json, text, Body};
 use crate::store::{Ack, Arrival};
 use crate::time;
 use crate::writer::Writer;
 
 /// The longest a client may take to send its body once the headers are in.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-pub type Body = Full<Bytes>;
 
 /// The webhook endpoint's configuration and its way to the database.
 pub struct Webhook {
@@ -37,26 +35,14 @@ pub struct Webhook {
     pub writer: Writer,
 }
 
-/// Answers one request on the webhook port.
+/// Answers one request on the webhook port: route, read, classify, commit, answer.
 pub async fn handle(
     hook: Arc<Webhook>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    if req.uri().path() != hook.path {
-        log::debug!("404 {} {}", req.method(), req.uri().path());
-        return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
-    }
-    if req.method() != Method::POST {
-        log::info!(
-            "405 {} {}: the webhook takes POST only",
-            req.method(),
-            hook.path
-        );
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
-        return Ok(resp);
+    if let Some(refusal) = route(&hook.path, &req) {
+        return Ok(refusal);
     }
     let header = |name: &str| {
         req.headers()
@@ -65,45 +51,17 @@ pub async fn handle(
             .map(String::from)
     };
     let (msg_id, signature) = (header("msg-id"), header("x-douyin-signature"));
-    let declared = header(CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > hook.max_body as u64) {
-        log::warn!(
-            "413 body of {} bytes refused unread (--max-body is {})",
-            declared.unwrap_or_default(),
-            hook.max_body
-        );
-        return Ok(closing(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body too large\n",
-        )));
-    }
-    let body = match read_body(req.into_body(), hook.max_body).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            log::warn!(
-                "413 body crossed --max-body ({} bytes); stopped reading",
-                hook.max_body
-            );
-            return Ok(closing(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body too large\n",
-            )));
-        }
-        Err(BodyError::Timeout) => {
-            log::warn!("408 body not received within {}s", BODY_TIMEOUT.as_secs());
-            return Ok(closing(text(
-                StatusCode::REQUEST_TIMEOUT,
-                "body too slow\n",
-            )));
-        }
-        Err(BodyError::Broken(e)) => {
-            log::info!("400 request body broken off: {e}");
-            return Ok(closing(text(StatusCode::BAD_REQUEST, "broken body\n")));
-        }
+    let body = match read_limited(req, hook.max_body).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
     };
     let intake = intake::classify(&hook.apps, &body, signature.as_deref());
     let facts = Facts::of(&intake);
     let challenge = intake.challenge().cloned();
+    let rejection = match &intake {
+        Intake::Rejected { status, reason, .. } => Some((*status, reason.clone())),
+        Intake::Message(_) => None,
+    };
     let arrival = Arrival {
         received_at: time::now_rfc3339(),
         msg_id,
@@ -111,78 +69,139 @@ pub async fn handle(
         body,
         intake,
     };
-    let rejected = match &arrival.intake {
-        Intake::Rejected { status, reason, .. } => Some((*status, reason.clone())),
-        Intake::Message(_) => None,
-    };
     let ack = hook.writer.ingest(arrival).await;
-    let took = started.elapsed();
-    let resp = match (ack, rejected) {
+    let said = Said {
+        facts,
+        challenge,
+        took: started.elapsed(),
+    };
+    Ok(match (ack, rejection) {
         (Err(e), _) => {
-            log::error!("503 database commit failed, Douyin will retry: {e};{facts} in {took:.1?}");
-            return Ok(text(
+            log::error!(
+                "503 database commit failed, Douyin will retry: {e};{} in {:.1?}",
+                said.facts,
+                said.took
+            );
+            text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage unavailable, retry\n",
-            ));
+            )
         }
-        (Ok(_), Some((status, reason))) => match &challenge {
-            Some(_) => {
-                log::warn!(
-                    "200 verify_webhook answered although {reason}: pushes will be rejected \
-                     until the client secret is fixed; in {took:.1?}"
-                );
-                challenge_response(challenge.as_ref())
+        (Ok(_), Some((status, reason))) => answer_rejected(status, &reason, &said),
+        (Ok(ack), None) => answer_stored(ack, &said),
+    })
+}
+
+/// 404 for another path, 405 for another method on the path.
+fn route(path: &str, req: &Request<Incoming>) -> Option<Response<Body>> {
+    if req.uri().path() != path {
+        log::debug!("404 {} {}", req.method(), req.uri().path());
+        return Some(text(StatusCode::NOT_FOUND, "not found\n"));
+    }
+    if req.method() != Method::POST {
+        log::info!("405 {} {path}: the webhook takes POST only", req.method());
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return Some(resp);
+    }
+    None
+}
+
+/// The body, within `max` bytes and [`BODY_TIMEOUT`]; else the refusal to send (413
+/// unread when the declared length is too large, 413, 408 or 400 part way), which
+/// closes the connection.
+async fn read_limited(req: Request<Incoming>, max: usize) -> Result<Vec<u8>, Response<Body>> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > max as u64) {
+        log::warn!("413 body of {n} bytes refused unread (--max-body is {max})");
+        return Err(closing(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body too large\n",
+        )));
+    }
+    read_body(req.into_body(), max).await.map_err(|e| {
+        closing(match e {
+            BodyError::TooLarge => {
+                log::warn!("413 body crossed --max-body ({max} bytes); stopped reading");
+                text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
             }
-            None => {
-                log::warn!("{status} rejected: {reason};{facts} in {took:.1?}");
-                let code = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
-                text(code, "rejected\n")
+            BodyError::Timeout => {
+                log::warn!("408 body not received within {}s", BODY_TIMEOUT.as_secs());
+                text(StatusCode::REQUEST_TIMEOUT, "body too slow\n")
             }
-        },
-        (
-            Ok(Ack::Redelivered {
-                message_id,
-                deliveries,
-                outcome,
-            }),
-            None,
-        ) => {
+            BodyError::Broken(e) => {
+                log::info!("400 request body broken off: {e}");
+                text(StatusCode::BAD_REQUEST, "broken body\n")
+            }
+        })
+    })
+}
+
+/// What the answer's log line says besides the outcome.
+struct Said {
+    facts: Facts,
+    challenge: Option<serde_json::Value>,
+    took: Duration,
+}
+
+/// A request stored as `rejected`: 401 or 403, except that a challenge is still answered.
+fn answer_rejected(status: u16, reason: &str, said: &Said) -> Response<Body> {
+    let took = said.took;
+    if said.challenge.is_some() {
+        log::warn!(
+            "200 verify_webhook answered although {reason}: pushes will be rejected \
+             until the client secret is fixed; in {took:.1?}"
+        );
+        return challenge_response(said.challenge.as_ref());
+    }
+    log::warn!("{status} rejected: {reason};{} in {took:.1?}", said.facts);
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+    text(code, "rejected\n")
+}
+
+/// A signed message, committed: 200 (with the challenge for a URL check).
+fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
+    let (facts, took) = (&said.facts, said.took);
+    match ack {
+        Ack::Redelivered {
+            message_id,
+            deliveries,
+            outcome,
+        } => {
             log::info!(
                 "200 redelivery #{deliveries} of message {message_id} ({outcome}), nothing re-applied;{facts} in {took:.1?}"
             );
-            challenge_response(challenge.as_ref())
         }
-        (
-            Ok(Ack::Recorded {
-                message_id,
-                outcome,
-                outputs,
-            }),
-            None,
-        ) => {
+        Ack::Recorded {
+            message_id,
+            outcome,
+            outputs,
+        } => {
             let why = match &facts.invalid {
                 Some(reason) => format!(" ({reason})"),
                 None => String::new(),
             };
-            let line = format!(
-                "200 {}{why}: message {message_id}, {outputs} output(s);{facts} in {took:.1?}",
-                outcome.as_str()
-            );
+            let line =
+                format!("200 {outcome}{why}: message {message_id}, {outputs} output(s);{facts} in {took:.1?}");
             if facts.invalid.is_some() {
                 log::warn!("{line}");
             } else {
                 log::info!("{line}");
             }
-            challenge_response(challenge.as_ref())
         }
         // The store rejects only what intake rejected; if that ever broke, a request
         // stored as rejected must not be acknowledged.
-        (Ok(Ack::Rejected), None) => {
+        Ack::Rejected => {
             log::error!("500 stored as rejected without a rejection (a bug);{facts} in {took:.1?}");
-            text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
-    };
-    Ok(resp)
+    }
+    challenge_response(said.challenge.as_ref())
 }
 
 /// What a log line says about a request.
@@ -255,35 +274,6 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, BodyError>
             buf.extend_from_slice(&data);
         }
     }
-}
-
-/// A plain-text response.
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    if !body.is_empty() {
-        resp.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-    }
-    resp
-}
-
-/// A JSON response.
-pub fn json(status: StatusCode, body: Vec<u8>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// Ends the connection after this response: the rest of the request is not read.
-fn closing(mut resp: Response<Body>) -> Response<Body> {
-    resp.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    resp
 }
 
 /// 200 with `{"challenge": N}` for a challenge, else an empty 200.

@@ -1,0 +1,38 @@
+//! Settings: command line and environment, parsed once into validated configurations.
+//!
+//! Three layers, each in its own file:
+//! - [`flags`]: every flag once (name, `COUPOND_<FLAG>` variable, default, help), the
+//!   tokenizer and `--help`. Precedence: flag, then environment, then default.
+//! - [`settings`]: one typed struct per command ([`ServeConfig`], [`SendConfig`], ...),
+//!   built once from the flags; the rest of the program only sees these, and a bad
+//!   value stops start-up with one [`ConfigError`] line naming the flag or variable.
+//! - [`secrets`]: the client secrets, which are never flags.
+//!
+//! The settings file of SPEC §7 (`COUPOND_NAME=value` lines) is one more source of
+//! outside values for [`flags::parse`], between the environment and the defaults.
+
+pub mod flags;
+pub mod secrets;
+pub mod settings;
+
+use std::fmt;
+
+pub use flags::{
+    env_name, help, parse, top_help, Args, Command, CommandId, Flag, Parsed, COMMANDS,
+};
+pub use secrets::load_secrets;
+pub use settings::{
+    parse_actions, parse_size, ReprintConfig, ReverifyConfig, SendConfig, ServeConfig, StatusConfig,
+};
+
+/// A start-up error: one line that says what to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}

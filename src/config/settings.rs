@@ -1,0 +1,477 @@
+//! One validated struct per command, built once from [`Args`]; every default comes from
+//! the flag table in [`flags`](super::flags), parsed by the same code as a given value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use super::flags::{self as f, Args};
+use super::secrets::load_secrets;
+use super::ConfigError;
+use crate::coupon::Action;
+use crate::intake::Apps;
+use crate::sinks::printer::PrinterDest;
+use crate::sinks::{Outputs, SinkKind};
+use crate::url::Url;
+
+/// `coupond serve`, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub db: PathBuf,
+    pub apps: Apps,
+    pub max_body: usize,
+    pub log_level: LevelFilter,
+    /// What each sink needs, and so which sinks there are.
+    pub outputs: Outputs,
+    pub display_listen: Option<SocketAddr>,
+    pub print_actions: Vec<Action>,
+    pub output_attempts: i64,
+    /// `None`: keep everything.
+    pub keep_days: Option<u32>,
+}
+
+impl ServeConfig {
+    pub fn from_args(
+        args: &Args,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let listen = args.value(&f::LISTEN, parse_addr)?;
+        let display_listen = args.optional(&f::DISPLAY_LISTEN, parse_addr)?;
+        if display_listen.is_some_and(|d| d.port() != 0 && d == listen) {
+            return Err(ConfigError(
+                "--display-listen must differ from --listen: the webhook port is reachable \
+                 through the tunnel, the display must not be"
+                    .into(),
+            ));
+        }
+        Ok(ServeConfig {
+            listen,
+            path: args.value(&f::PATH, parse_path)?,
+            db: db(args)?,
+            apps: apps(args, env)?,
+            max_body: args.value(&f::MAX_BODY, parse_size)?,
+            log_level: args.value(&f::LOG_LEVEL, parse_log_level)?,
+            outputs: Outputs {
+                printer: args.optional(&f::PRINTER, PrinterDest::parse)?,
+                paper_columns: args.value(&f::PAPER_WIDTH, parse_paper_width)?,
+                store_name: args.text(&f::STORE_NAME).filter(|s| !s.trim().is_empty()),
+                printer_status: args.value(&f::PRINTER_STATUS, parse_on_off)?,
+                display: display_listen.is_some(),
+                exec: args.optional(&f::EXEC, parse_command)?,
+                exec_timeout: Duration::from_secs(args.value(&f::EXEC_TIMEOUT, parse_positive)?),
+            },
+            display_listen,
+            print_actions: args.value(&f::PRINT_ACTIONS, parse_actions)?,
+            output_attempts: args.value(&f::OUTPUT_ATTEMPTS, parse_positive)? as i64,
+            keep_days: Some(args.value(&f::KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
+        })
+    }
+}
+
+/// `coupond reprint`, validated.
+#[derive(Debug, Clone)]
+pub struct ReprintConfig {
+    pub db: PathBuf,
+    pub certificate_id: String,
+}
+
+impl ReprintConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        Ok(ReprintConfig {
+            db: db(args)?,
+            certificate_id: args.positional[0].clone(),
+        })
+    }
+}
+
+/// `coupond reverify`, validated.
+#[derive(Debug, Clone)]
+pub struct ReverifyConfig {
+    pub db: PathBuf,
+    pub apps: Apps,
+    /// The sinks the daemon has (from the same settings), for the recovered messages'
+    /// output jobs.
+    pub sinks: Vec<SinkKind>,
+    pub print_actions: Vec<Action>,
+}
+
+impl ReverifyConfig {
+    pub fn from_args(
+        args: &Args,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let printer = args.optional(&f::PRINTER, PrinterDest::parse)?;
+        let display = args.optional(&f::DISPLAY_LISTEN, parse_addr)?;
+        let exec = args.optional(&f::EXEC, parse_command)?;
+        Ok(ReverifyConfig {
+            db: db(args)?,
+            apps: apps(args, env)?,
+            sinks: SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
+            print_actions: args.value(&f::PRINT_ACTIONS, parse_actions)?,
+        })
+    }
+}
+
+/// `coupond status`, validated.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    pub db: PathBuf,
+}
+
+impl StatusConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        Ok(StatusConfig { db: db(args)? })
+    }
+}
+
+/// `coupond send`, validated.
+#[derive(Debug, Clone)]
+pub struct SendConfig {
+    pub url: Url,
+    pub client_key: String,
+    pub secret: String,
+    pub action: Action,
+    pub certificate_id: String,
+    pub order_id: Option<String>,
+    pub code: Option<String>,
+    pub account_id: Option<String>,
+    pub msg_time: Option<i64>,
+    pub log_id: Option<String>,
+    pub challenge: Option<i64>,
+    /// Per attempt, as Douyin: 3 s.
+    pub timeout: Duration,
+    /// After the first attempt, as Douyin: 3, 500 ms apart.
+    pub retries: u32,
+    pub retry_delay: Duration,
+}
+
+impl SendConfig {
+    pub fn from_args(
+        args: &Args,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let url = args.value(&f::URL, Url::parse)?;
+        let challenge = args.optional(&f::CHALLENGE, |v| {
+            v.parse::<i64>()
+                .map_err(|_| "want a whole number".to_string())
+        })?;
+        // A URL check carries no coupon.
+        let certificate_id = match challenge {
+            Some(_) => args.text(&f::CERTIFICATE_ID).unwrap_or_default(),
+            None => args.value(&f::CERTIFICATE_ID, |v| Ok(v.to_string()))?,
+        };
+        let apps = apps(args, env)?;
+        Ok(SendConfig {
+            url,
+            client_key: apps.client_keys[0].clone(),
+            secret: apps.secrets[0].clone(),
+            action: args.value(&f::ACTION, parse_action)?,
+            certificate_id,
+            order_id: args.text(&f::ORDER_ID),
+            code: args.text(&f::CODE),
+            account_id: args.text(&f::ACCOUNT_ID),
+            msg_time: args.optional(&f::MSG_TIME, |v| {
+                v.parse::<i64>()
+                    .map_err(|_| "want seconds since the epoch".to_string())
+            })?,
+            log_id: args.text(&f::LOG_ID),
+            challenge,
+            timeout: Duration::from_secs(3),
+            retries: 3,
+            retry_delay: Duration::from_millis(500),
+        })
+    }
+}
+
+fn db(args: &Args) -> Result<PathBuf, ConfigError> {
+    args.value(&f::DB, |v| Ok(PathBuf::from(v)))
+}
+
+/// The configured apps: `--client-key` and the secrets (never from a flag).
+fn apps(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Apps, ConfigError> {
+    let client_keys = args.value(&f::CLIENT_KEY, |v| {
+        let keys: Vec<String> = v
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(String::from)
+            .collect();
+        if keys.is_empty() {
+            Err("want the Douyin app id (client_key)".into())
+        } else {
+            Ok(keys)
+        }
+    })?;
+    let secrets = load_secrets(args.text(&f::SECRET_FILE).as_deref(), env)?;
+    Ok(Apps {
+        client_keys,
+        secrets,
+    })
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| "want IP:PORT, such as 127.0.0.1:8080 or 0.0.0.0:8080".into())
+}
+
+fn parse_path(v: &str) -> Result<String, String> {
+    if v.starts_with('/') && !v.contains(char::is_whitespace) {
+        Ok(v.to_string())
+    } else {
+        Err("want a URL path starting with /, such as /douyin/webhook".into())
+    }
+}
+
+fn parse_command(v: &str) -> Result<String, String> {
+    if v.trim().is_empty() {
+        Err("want a command".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn parse_log_level(v: &str) -> Result<LevelFilter, String> {
+    v.parse::<LevelFilter>()
+        .map_err(|_| "want error, warn, info, debug or trace".into())
+}
+
+/// Paper width in millimetres, as printer columns.
+fn parse_paper_width(v: &str) -> Result<usize, String> {
+    match v.trim_end_matches("mm") {
+        "58" => Ok(32),
+        "80" => Ok(48),
+        _ => Err("want 58 or 80 (millimetres)".into()),
+    }
+}
+
+fn parse_days(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .map_err(|_| "want a whole number of days (0 keeps everything)".into())
+}
+
+fn parse_action(v: &str) -> Result<Action, String> {
+    Action::parse(v).ok_or_else(|| "want verify, verify_cancel or refund_success".into())
+}
+
+/// `verify,verify_cancel,refund_success` (any subset, comma separated).
+pub fn parse_actions(v: &str) -> Result<Vec<Action>, String> {
+    let mut actions = Vec::new();
+    for word in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let a = Action::parse(word)
+            .ok_or_else(|| format!("{word:?} is not verify, verify_cancel or refund_success"))?;
+        if !actions.contains(&a) {
+            actions.push(a);
+        }
+    }
+    Ok(actions)
+}
+
+fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err("want on or off".into()),
+    }
+}
+
+fn parse_positive(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("want a whole number above 0".into()),
+    }
+}
+
+/// `65536`, `64K`, `64KiB`, `1M`, `1MiB` (binary multiples), within 1 KiB..16 MiB.
+pub fn parse_size(v: &str) -> Result<usize, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err("want a size such as 65536, 64KiB or 1MiB".into()),
+    };
+    let n: usize = num
+        .parse()
+        .map_err(|_| "want a size such as 65536, 64KiB or 1MiB".to_string())?;
+    let bytes = n.saturating_mul(mult);
+    if !(1024..=16 * 1024 * 1024).contains(&bytes) {
+        return Err("want between 1KiB and 16MiB".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::flags::{parse, Command, Parsed, SERVE};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn args(
+        cmd: &'static Command,
+        argv: &[&str],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Args, ConfigError> {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        match parse(cmd, &argv, env)? {
+            Parsed::Run(a) => Ok(a),
+            Parsed::Help(_) => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn flags_beat_environment_beat_defaults() {
+        let env = |k: &str| match k {
+            "COUPOND_LISTEN" => Some("0.0.0.0:9000".to_string()),
+            "COUPOND_PATH" => Some("/from-env".to_string()),
+            "COUPOND_CLIENT_SECRET" => Some("s".to_string()),
+            _ => None,
+        };
+        let a = args(&SERVE, &["--path=/hook", "--client-key", "k1,k2"], &env).unwrap();
+        let c = ServeConfig::from_args(&a, &env).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.path, "/hook");
+        assert_eq!(c.apps.client_keys, ["k1", "k2"]);
+        assert_eq!(c.apps.secrets, ["s"]);
+        assert_eq!(c.max_body, 65536);
+        assert_eq!(c.db, PathBuf::from("./coupond.db"));
+    }
+
+    #[test]
+    fn bad_settings_name_what_to_fix() {
+        let secret = |k: &str| (k == "COUPOND_CLIENT_SECRET").then(|| "s".to_string());
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--listen", "8080", "--client-key", "k"],
+                "invalid --listen \"8080\"",
+            ),
+            (
+                &["--client-key", "k", "--max-body", "lots"],
+                "invalid --max-body",
+            ),
+            (
+                &["--client-key", "k", "--max-body", "1"],
+                "between 1KiB and 16MiB",
+            ),
+            (&["--client-key", "k", "--path", "hook"], "invalid --path"),
+            (&[], "needs --client-key (or COUPOND_CLIENT_KEY)"),
+            (
+                &["--client-key", "k", "--secret-file", "/nonexistent/x"],
+                "cannot read --secret-file /nonexistent/x",
+            ),
+            (
+                &["--client-key", "k", "--log-level", "loud"],
+                "invalid --log-level",
+            ),
+        ];
+        for (argv, want) in cases {
+            let got = args(&SERVE, argv, &secret).and_then(|a| ServeConfig::from_args(&a, &secret));
+            let e = got.expect_err(&format!("{argv:?}")).0;
+            assert!(e.contains(want), "{argv:?}: {e}");
+        }
+        let e = args(&SERVE, &["--bogus"], &no_env).err().unwrap().0;
+        assert!(e.contains("unknown flag --bogus"), "{e}");
+        let env_bad = |k: &str| (k == "COUPOND_LISTEN").then(|| "nope".to_string());
+        let e = args(&SERVE, &["--client-key", "k"], &env_bad)
+            .and_then(|a| ServeConfig::from_args(&a, &env_bad))
+            .err()
+            .unwrap()
+            .0;
+        assert!(e.starts_with("invalid COUPOND_LISTEN"), "{e}");
+        let e = args(&SERVE, &["--client-key", "k"], &no_env)
+            .and_then(|a| ServeConfig::from_args(&a, &no_env))
+            .err()
+            .unwrap()
+            .0;
+        assert!(e.starts_with("no client secret"), "{e}");
+    }
+
+    #[test]
+    fn output_settings() {
+        let secret = |k: &str| (k == "COUPOND_CLIENT_SECRET").then(|| "s".to_string());
+        let serve = |argv: &[&str]| {
+            let mut all = vec!["--client-key", "k"];
+            all.extend_from_slice(argv);
+            args(&SERVE, &all, &secret).and_then(|a| ServeConfig::from_args(&a, &secret))
+        };
+        let c = serve(&[]).unwrap();
+        assert_eq!(
+            (
+                c.outputs.printer.clone(),
+                c.outputs.paper_columns,
+                c.outputs.printer_status
+            ),
+            (None, 32, true)
+        );
+        assert_eq!(c.print_actions, Action::ALL);
+        assert_eq!(
+            (c.output_attempts, c.outputs.exec_timeout.as_secs()),
+            (60, 30)
+        );
+        let c = serve(&[
+            "--printer",
+            "tcp://10.0.0.5",
+            "--paper-width",
+            "80mm",
+            "--print-actions",
+            "verify, refund_success",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.outputs.printer,
+            Some(PrinterDest::Tcp {
+                host: "10.0.0.5".into(),
+                port: 9100
+            })
+        );
+        assert_eq!(c.outputs.paper_columns, 48);
+        assert_eq!(c.print_actions, [Action::Verify, Action::RefundSuccess]);
+        let c = serve(&["--printer", "/dev/usb/lp0", "--printer-status", "off"]).unwrap();
+        assert_eq!(
+            c.outputs.printer,
+            Some(PrinterDest::Path("/dev/usb/lp0".into()))
+        );
+        assert!(!c.outputs.printer_status);
+        assert_eq!(
+            PrinterDest::parse("tcp://printer.local:9101"),
+            Ok(PrinterDest::Tcp {
+                host: "printer.local".into(),
+                port: 9101
+            })
+        );
+        for (argv, want) in [
+            (&["--printer", "lp0"][..], "invalid --printer"),
+            (&["--printer", "usb://x"][..], "invalid --printer"),
+            (&["--paper-width", "70"][..], "invalid --paper-width"),
+            (
+                &["--print-actions", "verify,use"][..],
+                "invalid --print-actions",
+            ),
+            (
+                &["--display-listen", "127.0.0.1:8080"][..],
+                "--display-listen must differ",
+            ),
+            (&["--exec-timeout", "0"][..], "invalid --exec-timeout"),
+        ] {
+            let e = serve(argv).expect_err(&format!("{argv:?}")).0;
+            assert!(e.contains(want), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("64Q").is_err());
+    }
+}

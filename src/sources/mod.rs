@@ -1,0 +1,11 @@
+//! Where messages come from. Each source turns what it receives into an
+//! [`Arrival`](crate::store::Arrival) through [`intake`](crate::intake) and hands it to
+//! the [`Writer`](crate::writer::Writer), which answers once the commit that holds it is
+//! on disk; only then may the source acknowledge it to its sender.
+//!
+//! - [`webhook`]: Douyin's HTTP push (SPEC §3), behind the shared accept loop in
+//!   [`server`](crate::server).
+//!
+//! A new source is one new file here: see ARCHITECTURE.md, "A new source".
+
+pub mod webhook;
