@@ -873,14 +873,14 @@ macro_rules! sql_word {
         impl FromSql for $type {
             fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
                 let word = value.as_str()?;
-                $from(word).ok_or_else(|| {
-                    FromSqlError::Other(
-                        format!("unknown {} {word:?} in the database", $what).into(),
-                    )
-                })
+                $from(word).ok_or_else(|| unknown_word($what, word))
             }
         }
     };
+}
+
+fn unknown_word(what: &str, word: &str) -> FromSqlError {
+    FromSqlError::Other(format!("unknown {what} {word:?} in the database").into())
 }
 
 sql_word!(Action, "action", Action::as_str, Action::parse);

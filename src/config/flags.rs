@@ -400,9 +400,7 @@ impl Args {
     ) -> Result<Option<T>, ConfigError> {
         match self.get(flag) {
             None => Ok(None),
-            Some((v, label)) => parse(v)
-                .map(Some)
-                .map_err(|why| ConfigError(format!("invalid {label} {v:?}: {why}"))),
+            Some((v, label)) => parse(v).map(Some).map_err(|why| invalid(&label, v, &why)),
         }
     }
 
@@ -426,6 +424,10 @@ impl Args {
             env_name(flag.name)
         ))
     }
+}
+
+fn invalid(label: &str, value: &str, why: &str) -> ConfigError {
+    ConfigError(format!("invalid {label} {value:?}: {why}"))
 }
 
 /// `--help` for one command, generated from its flag table.
