@@ -205,6 +205,48 @@ mod tests {
         assert_eq!(c.code.as_deref(), Some("ABCD1234"));
     }
 
+    /// serde_json's `arbitrary_precision` keeps a number's text: ids past a float's
+    /// precision keep every digit, and `msg_time` still takes only whole seconds.
+    #[test]
+    fn numbers_keep_their_digits_and_msg_time_stays_whole_seconds() {
+        let body = |msg_time: &str, id: &str| {
+            format!(
+                r#"{{"event":"life_trade_certificate_notify","client_key":"k","content":{{"action":"verify","msg_time":{msg_time},"certificate":{{"certificate_id":{id},"order_id":{id}}}}}}}"#
+            )
+        };
+        for id in [
+            "7001234567890123457",
+            "123456789012345678901234",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "0",
+        ] {
+            let c = cert(&body("1", id));
+            assert_eq!(c.certificate_id, id);
+            assert_eq!(c.order_id.as_deref(), Some(id));
+        }
+        // A fraction keeps its digits too; an exponent is spelt serde_json's way.
+        assert_eq!(cert(&body("1", "0.10")).certificate_id, "0.10");
+        assert_eq!(cert(&body("1", "1.5e3")).certificate_id, "1.5e+3");
+        let cases = [
+            ("1665991178", Some(1_665_991_178)),
+            ("\"1665991178\"", Some(1_665_991_178)),
+            ("-1", Some(-1)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("9223372036854775808", None),
+            ("1665991178.0", None),
+            ("1.665991178e9", None),
+            ("1e400", None),
+        ];
+        for (msg_time, want) in cases {
+            match (notice(&body(msg_time, "1")), want) {
+                (Ok(Notice::Certificate(c)), Some(t)) => assert_eq!(c.msg_time, t),
+                (Err(e), None) => assert!(e.starts_with("content.msg_time"), "{e}"),
+                (got, _) => panic!("msg_time {msg_time}: {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn challenge_keeps_its_json_type() {
         let cases = [
@@ -219,6 +261,10 @@ mod tests {
             (
                 r#"{"event":"verify_webhook","client_key":"k","content":{"challenge":"abc"}}"#,
                 json!("abc"),
+            ),
+            (
+                r#"{"event":"verify_webhook","client_key":"k","content":{"challenge":123456789012345678901234567890}}"#,
+                serde_json::from_str("123456789012345678901234567890").unwrap(),
             ),
         ];
         for (body, want) in cases {
