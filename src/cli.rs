@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::commands::{reprint, reverify, send, serve, status};
 use crate::config::{self, Args, CommandId, ConfigError, Parsed, COMMANDS};
+use crate::sanitize;
 
 type Env = dyn Fn(&str) -> Option<String>;
 
@@ -109,7 +110,8 @@ fn usage_error(e: &config::ConfigError) -> ExitCode {
 }
 
 /// Log lines go to stderr. Under systemd (`JOURNAL_STREAM` set) the journal stamps the
-/// time itself, so the line leaves it out.
+/// time itself, so the line leaves it out. Every message passes through the sanitizer
+/// ([`Sanitized`]), so no field it quotes can start a line or send an escape sequence.
 fn init_logging(level: log::LevelFilter) {
     let mut cfg = simplelog::ConfigBuilder::new();
     cfg.set_target_level(log::LevelFilter::Off)
@@ -120,5 +122,38 @@ fn init_logging(level: log::LevelFilter) {
     } else {
         let _ = cfg.set_time_format_rfc3339();
     }
-    let _ = simplelog::WriteLogger::init(level, cfg.build(), std::io::stderr());
+    let inner = simplelog::WriteLogger::new(level, cfg.build(), std::io::stderr());
+    if log::set_boxed_logger(Box::new(Sanitized(inner))).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// A logger that shows every message through [`sanitize::text`]: one event, one line,
+/// whatever a signed field (or a hook's output) holds.
+struct Sanitized<L>(Box<L>);
+
+impl<L: log::Log> log::Log for Sanitized<L> {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        self.0.log(
+            &log::Record::builder()
+                .metadata(record.metadata().clone())
+                .args(format_args!("{}", sanitize::text(&message)))
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.0.flush()
+    }
 }

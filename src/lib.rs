@@ -16,7 +16,8 @@
 //! Around them: [`config`] (flags and environment, validated once), [`cli`] and
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task
 //! shares), [`notify`] (systemd READY, watchdog, STATUS), [`retention`] (pruning old
-//! rows), [`time`], [`url`].
+//! rows), [`time`], [`url`], [`sanitize`] (the one filter for signed fields shown in the
+//! log, on receipts or in `status`).
 //!
 //! Invariants: no 200 before the commit that holds the message; an unsigned request
 //! costs at most one bounded row; a sink never blocks the runtime thread.
@@ -29,6 +30,7 @@ pub mod intake;
 pub mod notify;
 pub mod outbox;
 pub mod retention;
+pub mod sanitize;
 pub mod server;
 pub mod shutdown;
 pub mod signature;

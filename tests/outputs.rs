@@ -8,16 +8,6 @@ use common::escpos::{FakePrinter, Mode};
 use common::*;
 use std::time::Duration;
 
-fn outputs(d: &Daemon, sink: &str) -> Vec<(String, i64, Option<String>)> {
-    d.sql()
-        .prepare("SELECT state, attempts, last_error FROM outputs WHERE sink = ?1 ORDER BY id")
-        .unwrap()
-        .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 #[test]
 fn one_receipt_per_applied_message_in_gb18030_with_every_field_and_a_cut() {
     let printer = FakePrinter::start(Mode::Ready);

@@ -1,10 +1,22 @@
-//! SPEC §4 "Ids are text": a validly signed body is still hostile input, and an id sent
-//! as a JSON number keeps every digit.
+//! SPEC §3 "Signed fields are data", §4 "Ids are text": a validly signed body is still
+//! hostile input. Printer commands in its fields never reach the printer, a newline
+//! never starts a log line, and ids sent as JSON numbers keep every digit.
 
 mod common;
 
+use common::escpos::{FakePrinter, Mode};
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// The sanitizer's mark for a character that must not be shown (`sanitize::MARK`).
+const MARK: char = '\u{FFFD}';
+
+/// A coupon message whose `certificate` object is `certificate`, `content` as a string.
+fn coupon_of(action: &str, msg_time: i64, certificate: Value) -> String {
+    let content = json!({"action": action, "msg_time": msg_time, "certificate": certificate});
+    envelope(&Value::String(content.to_string()).to_string())
+}
 
 /// A coupon envelope around `content`, which is raw JSON text (a string or an object).
 fn envelope(content: &str) -> String {
@@ -88,4 +100,128 @@ fn a_challenge_is_echoed_with_every_digit_and_its_json_type() {
         let r = d.push(&body);
         assert_eq!((r.status, r.body.as_str()), (200, want), "{body}");
     }
+}
+
+#[test]
+fn printer_commands_in_signed_fields_never_reach_the_printer_and_each_receipt_has_one_cut() {
+    let printer = FakePrinter::start(Mode::Ready);
+    let dir = Scratch::new("signed-printer");
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default().args(&["--printer", &printer.dest()]),
+    );
+    let long_order = "8".repeat(100);
+    let bodies = [
+        // ESC p 0 25 250 opens the cash drawer; GS V B 0 cuts; ESC @ resets; ESC ! 0x30
+        // prints double size.
+        json!({"certificate_id": "kick\u{1b}p\u{0}\u{19}\u{fa}", "order_id": "\u{1d}VB\u{0}cut",
+               "account_id": "\u{1b}@init", "code": "\u{1b}!\u{30}BIG1234"}),
+        // C1 CSI (clear screen on some printers' emulations), DEL, a 100-digit order id.
+        json!({"certificate_id": "csi\u{9b}2J\u{7f}", "order_id": long_order}),
+        json!({"certificate_id": "plain-3", "order_id": "o-3"}),
+    ];
+    for (i, cert) in bodies.into_iter().enumerate() {
+        let r = d.push(&coupon_of("verify", 1_700_000_000 + i as i64, cert));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    printer.wait_receipts(3, Duration::from_secs(15));
+    wait_until("three printed jobs", Duration::from_secs(10), || {
+        outputs(&d, "printer").iter().all(|(s, _, _)| s == "done")
+    });
+    let raw = printer.received.lock().unwrap().clone();
+    assert!(
+        !raw.windows(2).any(|w| w == b"\x1bp"),
+        "ESC p reached the printer"
+    );
+    assert_eq!(
+        raw.windows(2).filter(|w| w == b"\x1dV").count(),
+        3,
+        "one cut per receipt"
+    );
+    // The decoder fails on any command that is not the layout's own.
+    let receipts = common::escpos::decode(&raw);
+    assert_eq!(receipts.len(), 3);
+    assert!(receipts.iter().all(|r| r.cut && r.chinese_mode));
+    let first = receipts[0].text();
+    for want in [
+        format!("kick{MARK}p{MARK}{MARK}\u{fa}"),
+        format!("{MARK}VB{MARK}cut"),
+        format!("{MARK}@init"),
+        "****1234".to_string(),
+    ] {
+        assert!(first.contains(&want), "{want:?} missing from:\n{first}");
+    }
+    let second = receipts[1].text();
+    assert!(second.contains(&format!("csi{MARK}2J{MARK}")), "{second}");
+    // Cut to 64 characters with an ellipsis (wrapped over several rows of the paper).
+    let shown_order: String = receipts[1]
+        .lines
+        .iter()
+        .skip_while(|l| !l.starts_with("订单号"))
+        .take_while(|l| l.starts_with("订单号") || l.starts_with(' '))
+        .map(|l| l.trim_start_matches("订单号").trim())
+        .collect();
+    assert_eq!(shown_order, format!("{}…", "8".repeat(63)));
+    // The database keeps what Douyin sent.
+    let stored = query_str(
+        &d.sql(),
+        "SELECT certificate_id FROM certificates WHERE certificate_id LIKE 'kick%'",
+    );
+    assert_eq!(stored, "kick\u{1b}p\u{0}\u{19}\u{fa}");
+}
+
+#[test]
+fn a_newline_or_escape_in_a_signed_field_cannot_forge_a_log_line_or_a_status_line() {
+    let dir = Scratch::new("signed-log");
+    // No sink: the log sink writes one line per coupon too.
+    let d = Daemon::start(&dir.0);
+    let forged =
+        "x\n2026-11-25T16:48:43+08:00 [INFO] 200 applied: message 999 FORGED\r\u{1b}[2K\u{85}";
+    let body = coupon_of(
+        "verify",
+        1_700_000_000,
+        json!({"certificate_id": forged, "order_id": "o\u{1b}]0;pwned\u{7}"}),
+    );
+    let body = body.replacen('{', r#"{"log_id":"L1\nFORGED-LOG-ID\u001b[31m","#, 1);
+    assert_eq!(d.push(&body).status, 200);
+    assert!(
+        d.wait_log("coupon x", Duration::from_secs(10)),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    let lines: Vec<&str> = log.lines().collect();
+    let quoting: Vec<&&str> = lines.iter().filter(|l| l.contains("FORGED")).collect();
+    assert!(
+        quoting.len() >= 2,
+        "the request line and the coupon line: {log}"
+    );
+    for line in &quoting {
+        assert!(
+            line.contains(&format!("x{MARK}2026-11-25"))
+                || line.contains(&format!("L1{MARK}FORGED")),
+            "a signed field started a log line of its own: {line:?}\n{log}"
+        );
+    }
+    for bad in ['\u{1b}', '\r', '\u{85}', '\u{7}'] {
+        assert!(!log.contains(bad), "{bad:?} reached the log:\n{log}");
+    }
+    assert!(log.contains(&format!(
+        "certificate_id=x{MARK}2026-11-25T16:48:43+08:00 [INFO] 200 applied: message 999 FORGED{MARK}{MARK}[2K{MARK}"
+    )));
+
+    let status = run(&["status", "--db", d.db.to_str().unwrap()], &[]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        !status.contains('\u{1b}') && !status.contains('\r'),
+        "{status:?}"
+    );
+    let last: Vec<&str> = status.lines().filter(|l| l.contains("FORGED")).collect();
+    assert_eq!(last.len(), 1, "{status}");
+    assert!(last[0].starts_with("last "), "{status}");
+    // The record keeps the raw value.
+    assert_eq!(
+        query_str(&d.sql(), "SELECT certificate_id FROM certificates"),
+        forged
+    );
 }

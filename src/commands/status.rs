@@ -1,9 +1,14 @@
 //! `coupond status`: a read-only summary of the database, safe while the daemon runs
 //! (WAL readers never block the writer).
+//!
+//! Values that came in a message (certificate ids, a hook's error output, reject reasons)
+//! are shown through [`sanitize::text`], so a stored escape sequence or newline cannot
+//! reach the terminal or forge a line of the report.
 
 use crate::config::StatusConfig;
 use crate::coupon::Action;
 use crate::intake::Outcome;
+use crate::sanitize;
 use crate::store::{Store, Summary};
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
@@ -48,7 +53,7 @@ pub fn render(db: &str, s: &Summary) -> String {
                 "last       {at} {outcome}{}{}\n",
                 action.as_ref().map(|a| format!(" {a}")).unwrap_or_default(),
                 cert.as_ref()
-                    .map(|c| format!(" certificate {c}"))
+                    .map(|c| format!(" certificate {}", sanitize::text(c)))
                     .unwrap_or_default()
             );
         }
@@ -75,13 +80,18 @@ pub fn render(db: &str, s: &Summary) -> String {
     }
     for (id, sink, cert, attempts, err) in &s.failed_outputs {
         out += &format!(
-            "failed     output {id} ({sink}, certificate {cert}) after {attempts} attempts: {}\n",
-            err.as_deref().unwrap_or("?")
+            "failed     output {id} ({sink}, certificate {}) after {attempts} attempts: {}\n",
+            sanitize::text(cert),
+            sanitize::text(err.as_deref().unwrap_or("?"))
         );
     }
     match &s.last_rejected {
         Some((at, status, reason)) => {
-            out += &format!("rejected   {} (last {at}: {status} {reason})\n", s.rejected)
+            out += &format!(
+                "rejected   {} (last {at}: {status} {})\n",
+                s.rejected,
+                sanitize::text(reason)
+            )
         }
         None => out += "rejected   0\n",
     }

@@ -5,8 +5,14 @@
 //! text in GB18030 (the code page of Chinese thermal printers), a feed and a cut. Widths
 //! are counted in printer columns: an ASCII character takes one, a Chinese character two;
 //! 58 mm paper holds 32 columns, 80 mm paper 48.
+//!
+//! Every value from a message goes through [`sanitize::receipt_field`] in [`lines`]:
+//! control characters become a visible mark, so no field can carry a printer command
+//! (`ESC p` opens the cash drawer, `GS V` cuts), and a field over 64 characters is cut
+//! with `…`. The only commands on the paper are the ones [`escpos`] writes.
 
 use crate::coupon::Action;
+use crate::sanitize::{self, RECEIPT_FIELD};
 use crate::sinks::mask_code;
 use crate::store::JobEvent;
 use crate::time;
@@ -31,22 +37,30 @@ const LABEL: usize = 10;
 pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&str>) -> Vec<Line> {
     let mut out = Vec::new();
     if let Some(name) = store_name {
-        out.push(Line::Title(name.to_string()));
+        out.push(Line::Title(sanitize::receipt_field(name)));
     }
     out.push(Line::Title(e.action.headline_zh().to_string()));
     if reprint {
         out.push(Line::Center("*** 重打 ***".into()));
     }
     out.push(Line::Rule);
-    out.push(Line::Field("券ID", e.certificate_id.clone()));
+    out.push(Line::Field(
+        "券ID",
+        sanitize::receipt_field(&e.certificate_id),
+    ));
     if let Some(o) = &e.order_id {
-        out.push(Line::Field("订单号", o.clone()));
+        out.push(Line::Field("订单号", sanitize::receipt_field(o)));
     }
     if let Some(c) = &e.code {
-        out.push(Line::Field("券码", mask_code(c)));
+        // Cut from the front: the last four characters are the ones shown.
+        let masked = mask_code(&sanitize::text(c));
+        out.push(Line::Field(
+            "券码",
+            sanitize::cut_front(&masked, RECEIPT_FIELD).into_owned(),
+        ));
     }
     if let Some(a) = &e.account_id {
-        out.push(Line::Field("商户", a.clone()));
+        out.push(Line::Field("商户", sanitize::receipt_field(a)));
     }
     let when = match e.action {
         Action::Verify => "核销时间",
@@ -227,6 +241,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn printer_commands_in_fields_are_printed_as_marks_and_long_fields_are_cut() {
+        let mut e = event(Action::Verify, Some("\x1bp\x00\x19\u{fa}CODE1234"));
+        e.certificate_id = "c1\x1bp\x00\x19\u{fa}".into();
+        e.order_id = Some(format!("\x1dVB\x00{}", "9".repeat(80)));
+        e.account_id = Some("\x1b@\x1b!\x30\u{9b}2J".into());
+        let l = lines(&e, false, 0, Some("店\x1b@"));
+        let bytes = escpos(&l, 32);
+        let clean = escpos(
+            &lines(&event(Action::Verify, None), false, 0, Some("店")),
+            32,
+        );
+        let controls = |b: &[u8]| b.iter().filter(|&&b| b < 0x20 && b != b'\n').count();
+        assert_eq!(
+            controls(&bytes),
+            controls(&clean),
+            "the layout's own commands only"
+        );
+        assert_eq!(
+            bytes.windows(2).filter(|w| w == b"\x1dV").count(),
+            1,
+            "one cut"
+        );
+        assert!(!bytes.windows(2).any(|w| w == b"\x1bp"), "no drawer kick");
+        let text = render_text(&l, 32).concat();
+        assert!(text.contains("c1\u{fffd}p\u{fffd}\u{fffd}\u{fa}"), "{text}");
+        assert!(text.contains("****1234"), "{text}");
+        let order = l
+            .iter()
+            .find_map(|l| match l {
+                Line::Field("订单号", v) => Some(v.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(order.chars().count(), RECEIPT_FIELD);
+        assert!(order.ends_with('…'), "{order}");
     }
 
     #[test]

@@ -419,3 +419,14 @@ pub fn send(url: &str, secret_file: &Path, extra: &[&str]) -> std::process::Outp
     args.extend_from_slice(extra);
     run(&args, &[])
 }
+
+/// `(state, attempts, last_error)` of every output job of `sink`, oldest first.
+pub fn outputs(d: &Daemon, sink: &str) -> Vec<(String, i64, Option<String>)> {
+    d.sql()
+        .prepare("SELECT state, attempts, last_error FROM outputs WHERE sink = ?1 ORDER BY id")
+        .unwrap()
+        .query_map([sink], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
