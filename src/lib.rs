@@ -17,7 +17,7 @@
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task
 //! shares), [`notify`] (systemd READY, watchdog, STATUS), [`retention`] (pruning old
 //! rows), [`time`], [`url`], [`sanitize`] (the one filter for signed fields shown in the
-//! log, on receipts or in `status`).
+//! log, on receipts, to a hook or in `status`).
 //!
 //! Invariants: no 200 before the commit that holds the message; an unsigned request
 //! costs at most one bounded row; a sink never blocks the runtime thread.

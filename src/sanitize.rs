@@ -6,8 +6,8 @@
 //! terminal), `ESC p` or `GS V` (a cash-drawer kick or a cut on the receipt printer), or
 //! a NUL (which no environment variable can carry). So every field goes through
 //! [`text`] at the edge where it is *shown*: the log (every line, in `cli`'s logger),
-//! receipts (`sinks::receipt`) and `coupond status`. The database keeps the raw values:
-//! it is the record.
+//! receipts (`sinks::receipt`), the hook's environment (`sinks::exec`) and
+//! `coupond status`. The database keeps the raw values: it is the record.
 //!
 //! What is replaced, each character by one [`MARK`] (U+FFFD, the replacement character,
 //! the same mark that invalid UTF-8 already gets): the control characters (Unicode

@@ -1,13 +1,15 @@
-//! SPEC §3 "Signed fields are data", §4 "Ids are text": a validly signed body is still
-//! hostile input. Printer commands in its fields never reach the printer, a newline
-//! never starts a log line, and ids sent as JSON numbers keep every digit.
+//! SPEC §3 "Signed fields are data", §4 "Ids are text", §6 the hook contained: a
+//! validly signed body is still hostile input. Printer commands in its fields never
+//! reach the printer, a newline never starts a log line, ids sent as JSON numbers keep
+//! every digit, and a hook gets a clean environment, its own process group and a
+//! bounded share of memory.
 
 mod common;
 
 use common::escpos::{FakePrinter, Mode};
 use common::*;
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The sanitizer's mark for a character that must not be shown (`sanitize::MARK`).
 const MARK: char = '\u{FFFD}';
@@ -224,4 +226,201 @@ fn a_newline_or_escape_in_a_signed_field_cannot_forge_a_log_line_or_a_status_lin
         query_str(&d.sql(), "SELECT certificate_id FROM certificates"),
         forged
     );
+}
+
+/// Whether a process exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        })
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+/// Live processes in process group `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    // state ppid pgrp ...
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(pgid)
+        })
+        .filter(|&pid| alive(pid))
+        .collect()
+}
+
+/// The daemon's peak resident memory (`VmHWM`), in bytes.
+fn peak_rss(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_hook_that_floods_stderr_and_forks_is_killed_with_its_process_group_at_the_time_limit() {
+    let dir = Scratch::new("hook-flood");
+    let pids = dir.path("pids");
+    // 50 MB to stderr, a child that would live ten minutes, and a wait for it.
+    let hook = format!(
+        "echo $$ > {p}; sleep 600 & echo $! >> {p}; head -c 50000000 /dev/zero | tr '\\0' e >&2; wait",
+        p = pids.display()
+    );
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default().args(&[
+            "--exec",
+            &hook,
+            "--exec-timeout",
+            "3",
+            "--output-attempts",
+            "1",
+        ]),
+    );
+    let before = peak_rss(&d);
+    let pushed = Instant::now();
+    assert_eq!(d.push(&coupon("verify", 1, "flood-1")).status, 200);
+    wait_until(
+        "the hook's attempt to fail",
+        Duration::from_secs(20),
+        || outputs(&d, "exec")[0].0 == "failed",
+    );
+    let took = pushed.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let (_, attempts, err) = outputs(&d, "exec").remove(0);
+    let err = err.unwrap();
+    assert_eq!(attempts, 1);
+    assert!(err.contains("ran past --exec-timeout (3s)"), "{err}");
+    assert!(
+        err.ends_with("eeee") && err.len() < 4096 + 200,
+        "{} bytes",
+        err.len()
+    );
+
+    let listed = std::fs::read_to_string(&pids).unwrap();
+    let ids: Vec<u32> = listed.lines().map(|l| l.trim().parse().unwrap()).collect();
+    let (shell, sleeper) = (ids[0], ids[1]);
+    wait_until(
+        "the hook's processes to be gone",
+        Duration::from_secs(5),
+        || !alive(shell) && !alive(sleeper) && group_members(shell).is_empty(),
+    );
+
+    let peak = peak_rss(&d);
+    let grew = peak.saturating_sub(before);
+    assert!(grew < 16 << 20, "peak RSS grew by {grew} bytes");
+    if std::env::var_os("COUPOND_TEST_RUNNER").is_none() {
+        // Under qemu-user the emulator's own memory counts too.
+        assert!(peak < 32 << 20, "peak RSS {peak} bytes");
+    }
+    let longest = d.log_text().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096 + 400, "a log line of {longest} bytes");
+}
+
+#[test]
+fn a_hook_sees_path_lang_tz_home_and_its_event_and_never_the_secret() {
+    let dir = Scratch::new("hook-env");
+    let dump = dir.path("env");
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default()
+            .args(&["--exec", &format!("env > {}", dump.display())])
+            .env("COUPOND_CLIENT_SECRET", SECRET)
+            .env("AWS_SECRET_ACCESS_KEY", "leak-me-not")
+            .env("COUPOND_LOG_LEVEL", "info")
+            .env("LANG", "C.UTF-8")
+            .env("TZ", "Asia/Shanghai")
+            .env("HOME", "/var/lib/coupond"),
+    );
+    let cert = json!({"certificate_id": "env-1\u{1b}[2J", "order_id": "o-1"});
+    assert_eq!(d.push(&coupon_of("verify", 1, cert)).status, 200);
+    wait_until("the hook to run", Duration::from_secs(10), || {
+        outputs(&d, "exec").first().is_some_and(|o| o.0 == "done")
+    });
+    let env = std::fs::read_to_string(&dump).unwrap();
+    assert!(!env.contains(SECRET), "the secret reached the hook:\n{env}");
+    assert!(!env.contains("leak-me-not"), "{env}");
+    let vars: Vec<(&str, &str)> = env.lines().filter_map(|l| l.split_once('=')).collect();
+    // What the shell adds by itself is allowed too.
+    let allowed = [
+        "PATH",
+        "LANG",
+        "TZ",
+        "HOME",
+        "COUPOND_ACTION",
+        "COUPOND_CERTIFICATE_ID",
+        "PWD",
+        "OLDPWD",
+        "SHLVL",
+        "_",
+    ];
+    for (k, _) in &vars {
+        assert!(allowed.contains(k), "{k} in the hook's environment:\n{env}");
+    }
+    for want in [
+        ("COUPOND_ACTION", "verify".to_string()),
+        ("COUPOND_CERTIFICATE_ID", format!("env-1{MARK}[2J")),
+        ("TZ", "Asia/Shanghai".into()),
+        ("LANG", "C.UTF-8".into()),
+        ("HOME", "/var/lib/coupond".into()),
+    ] {
+        assert!(
+            vars.contains(&(want.0, want.1.as_str())),
+            "{want:?} missing:\n{env}"
+        );
+    }
+    assert!(vars.iter().any(|(k, _)| *k == "PATH"), "{env}");
+}
+
+#[test]
+fn a_nul_in_a_field_does_not_hold_up_the_next_coupons_hook() {
+    let dir = Scratch::new("hook-nul");
+    let ids = dir.path("ids");
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default().args(&[
+            "--exec",
+            &format!(
+                "printf '%s\\n' \"$COUPOND_CERTIFICATE_ID\" >> {}",
+                ids.display()
+            ),
+        ]),
+    );
+    let pushed = Instant::now();
+    for cert in ["nul\u{0}1", "after-nul"] {
+        let body = coupon_of("verify", 1, json!({"certificate_id": cert}));
+        assert_eq!(d.push(&body).status, 200);
+    }
+    wait_until("both hooks to run", Duration::from_secs(10), || {
+        std::fs::read_to_string(&ids).is_ok_and(|s| s.contains("after-nul"))
+    });
+    assert!(
+        pushed.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        pushed.elapsed()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ids).unwrap(),
+        format!("nul{MARK}1\nafter-nul\n")
+    );
+    wait_until("both jobs recorded", Duration::from_secs(5), || {
+        outputs(&d, "exec")
+            .iter()
+            .all(|(s, attempts, _)| s == "done" && *attempts == 1)
+    });
 }

@@ -1,18 +1,44 @@
 //! `--exec CMD`: runs a command for each applied message, the message as JSON on stdin.
 //!
-//! The command runs under `/bin/sh -c` with `COUPOND_ACTION` and
-//! `COUPOND_CERTIFICATE_ID` set as well. Exit status 0 means done; anything else (or
-//! running past `--exec-timeout`, after which it is killed) is retried with backoff, so
-//! the command must be safe to run twice for the same message (`output_id` in the JSON
-//! identifies the job).
+//! The command runs under `/bin/sh -c`. Exit status 0 means done; anything else (or
+//! running past `--exec-timeout`) is retried with backoff, so the command must be safe
+//! to run twice for the same message (`output_id` in the JSON identifies the job).
+//!
+//! A hook runs on data from the internet, next to the daemon's secret, on a small box.
+//! So it is contained (SPEC §6):
+//! - **A clean environment**: `PATH`, `LANG`, `TZ` and `HOME` as the daemon has them,
+//!   and the event variables `COUPOND_ACTION` and `COUPOND_CERTIFICATE_ID`, their values
+//!   shown through the sanitizer (a NUL cannot be passed at all, and would fail the job
+//!   forever; an escape sequence would reach a terminal). Nothing else: never the secret,
+//!   never the daemon's settings. The JSON on stdin carries the raw values (JSON escapes
+//!   them).
+//! - **Its own process group**, killed whole (`SIGKILL`) at `--exec-timeout`, and also
+//!   as soon as the command exits, so nothing it started stays behind (a hook that must
+//!   leave something running detaches it itself, with `setsid`).
+//! - **Bounded output**: stdout and stderr, as they come, pass through a ring of
+//!   [`OUTPUT_KEPT`] bytes; only the end of the output is kept, for `last_error` and the
+//!   log, however much the command writes.
 
-use std::process::Stdio;
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStdin, Command};
 
-use crate::store::Job;
+use crate::sanitize;
+use crate::store::{Job, JobEvent};
+
+/// How much of a hook's output (stdout and stderr together) is kept.
+pub const OUTPUT_KEPT: usize = 4096;
+/// Variables passed on from the daemon's environment, when it has them.
+const PASSED_ON: [&str; 4] = ["PATH", "LANG", "TZ", "HOME"];
+/// `PATH` for a daemon started without one.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// Once the command has exited: how long the rest of its output may take to arrive.
+const DRAIN: Duration = Duration::from_secs(1);
 
 pub struct Exec {
     pub command: String,
@@ -69,33 +95,221 @@ impl<'a> HookPayload<'a> {
 }
 
 impl Exec {
+    /// The outbox's limit for one attempt: a little over `--exec-timeout`, so that the
+    /// hook's own limit (which kills the group and keeps the output) always acts first.
+    pub fn time_limit(&self) -> Duration {
+        self.timeout + DRAIN + Duration::from_secs(1)
+    }
+
     pub async fn run(&self, job: &Job) -> Result<(), String> {
         let payload = serde_json::to_vec(&HookPayload::of(job)).map_err(|e| e.to_string())?;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(&self.command)
-            .env("COUPOND_ACTION", job.event.action.as_str())
-            .env("COUPOND_CERTIFICATE_ID", &job.event.certificate_id)
+            .env_clear()
+            .envs(environment(&job.event, |k| std::env::var_os(k)))
             .stdin(Stdio::piped())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start --exec command: {e}"))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A command that does not read its input is fine.
-            let _ = stdin.write_all(&payload).await;
-        }
-        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-        if out.status.success() {
+        let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let mut output = Tail::new(OUTPUT_KEPT);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let finished = tokio::time::timeout_at(deadline, async {
+            let io = async {
+                tokio::join!(feed(stdin, &payload), collect(stdout, stderr, &mut output));
+            };
+            tokio::pin!(io);
+            let mut io_done = false;
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    _ = &mut io, if !io_done => io_done = true,
+                }
+            };
+            // The command is done, and so is everything it started; their ends of the
+            // pipes close with them.
+            group.kill();
+            if !io_done {
+                let _ = tokio::time::timeout(DRAIN, &mut io).await;
+            }
+            status
+        })
+        .await;
+        let status = match finished {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return Err(format!("--exec command: {e}")),
+            Err(_) => {
+                group.kill();
+                let _ = tokio::time::timeout(DRAIN, child.wait()).await;
+                return Err(with_output(
+                    format!(
+                        "--exec command ran past --exec-timeout ({}s); its process group was killed",
+                        self.timeout.as_secs()
+                    ),
+                    &output,
+                ));
+            }
+        };
+        if status.success() {
+            if output.total > 0 {
+                log::debug!("exec: output {}: {}", job.id, output.summary());
+            }
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        Err(match out.status.code() {
-            Some(code) => format!("--exec command exited with status {code}: {first}"),
-            None => format!("--exec command was killed by a signal: {first}"),
-        })
+        Err(with_output(describe_exit(status), &output))
+    }
+}
+
+/// The hook's whole environment.
+fn environment(
+    event: &JobEvent,
+    daemon_env: impl Fn(&str) -> Option<OsString>,
+) -> Vec<(String, OsString)> {
+    let mut env: Vec<(String, OsString)> = PASSED_ON
+        .iter()
+        .filter_map(|&k| Some((k.to_string(), daemon_env(k)?)))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    for (k, v) in [
+        ("COUPOND_ACTION", event.action.as_str()),
+        ("COUPOND_CERTIFICATE_ID", &event.certificate_id),
+    ] {
+        env.push((k.into(), sanitize::text(v).into_owned().into()));
+    }
+    env
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("--exec command exited with status {code}"),
+        (None, Some(signal)) => format!("--exec command was killed by signal {signal}"),
+        (None, None) => format!("--exec command ended: {status}"),
+    }
+}
+
+fn with_output(what: String, output: &Tail) -> String {
+    match output.summary() {
+        s if s.is_empty() => what,
+        s => format!("{what}: {s}"),
+    }
+}
+
+/// Writes the payload to the command's stdin and closes it. A command that does not
+/// read its input (or exits first) is fine.
+async fn feed(stdin: Option<ChildStdin>, payload: &[u8]) {
+    if let Some(mut stdin) = stdin {
+        let _ = stdin.write_all(payload).await;
+    }
+}
+
+/// Reads stdout and stderr until both are closed, keeping only their tail.
+async fn collect(
+    mut stdout: Option<impl AsyncRead + Unpin>,
+    mut stderr: Option<impl AsyncRead + Unpin>,
+    tail: &mut Tail,
+) {
+    let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+    while stdout.is_some() || stderr.is_some() {
+        tokio::select! {
+            n = read_some(&mut stdout, &mut a) => match n {
+                Some(n) => tail.push(&a[..n]),
+                None => stdout = None,
+            },
+            n = read_some(&mut stderr, &mut b) => match n {
+                Some(n) => tail.push(&b[..n]),
+                None => stderr = None,
+            },
+        }
+    }
+}
+
+/// One read: `None` at the end of the stream (or an error); never ready without a stream.
+async fn read_some(stream: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) -> Option<usize> {
+    match stream {
+        Some(s) => s.read(buf).await.ok().filter(|&n| n > 0),
+        None => std::future::pending().await,
+    }
+}
+
+/// The hook's process group. Killed once: when the command exits, at the time limit, or
+/// when the attempt is abandoned (the daemon stops) and this is dropped.
+struct Group(Option<i32>);
+
+impl Group {
+    fn kill(&mut self) {
+        // Never 0 or 1: kill(0) and kill(-1) would reach the daemon's own group or every
+        // process it may signal.
+        if let Some(pgid) = self.0.take().filter(|&id| id > 1) {
+            // SAFETY: kill(2) with a negative pid signals that process group; it touches
+            // no memory of ours.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `cap` bytes of a stream, kept while reading: memory stays at `cap` however
+/// long the stream.
+struct Tail {
+    buf: VecDeque<u8>,
+    cap: usize,
+    total: u64,
+}
+
+impl Tail {
+    fn new(cap: usize) -> Tail {
+        Tail {
+            buf: VecDeque::with_capacity(cap),
+            cap,
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
+        let over = (self.buf.len() + bytes.len()).saturating_sub(self.cap);
+        self.buf.drain(..over);
+        self.buf.extend(bytes);
+    }
+
+    /// The kept output on one line: its non-blank lines joined with ` | `, starting with
+    /// `…` when earlier output was dropped.
+    fn summary(&self) -> String {
+        let bytes: Vec<u8> = self.buf.iter().copied().collect();
+        let cut = self.total > bytes.len() as u64;
+        // A cut may fall inside a UTF-8 character: start at the next whole one.
+        let start = if cut {
+            bytes
+                .iter()
+                .take(4)
+                .take_while(|&&b| b & 0xC0 == 0x80)
+                .count()
+        } else {
+            0
+        };
+        let text = String::from_utf8_lossy(&bytes[start..]);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        format!("{}{}", if cut { "…" } else { "" }, lines.join(" | "))
     }
 }
 
@@ -103,7 +317,6 @@ impl Exec {
 mod tests {
     use super::*;
     use crate::coupon::Action;
-    use crate::store::JobEvent;
 
     #[test]
     fn the_hook_payload_is_pinned() {
@@ -134,5 +347,69 @@ mod tests {
         job.event.code = None;
         let json = serde_json::to_string(&HookPayload::of(&job)).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
+    }
+
+    fn event(certificate_id: &str) -> JobEvent {
+        JobEvent {
+            message_id: 1,
+            action: Action::Verify,
+            certificate_id: certificate_id.into(),
+            order_id: None,
+            code: None,
+            account_id: None,
+            client_key: None,
+            msg_time: 0,
+            log_id: None,
+            received_at: String::new(),
+            body: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_environment_holds_the_four_passed_on_variables_and_the_event_only() {
+        let daemon = |k: &str| match k {
+            "PATH" => Some("/usr/bin".into()),
+            "TZ" => Some("Asia/Shanghai".into()),
+            "COUPOND_CLIENT_SECRET" | "SECRET" | "COUPOND_LOG_LEVEL" => Some("x".into()),
+            _ => None,
+        };
+        let env = environment(&event("c\0\x1b[2J"), daemon);
+        let got: Vec<(&str, String)> = env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PATH", "/usr/bin".to_string()),
+                ("TZ", "Asia/Shanghai".into()),
+                ("COUPOND_ACTION", "verify".into()),
+                ("COUPOND_CERTIFICATE_ID", "c\u{fffd}\u{fffd}[2J".into()),
+            ]
+        );
+        let bare = environment(&event("c1"), |_| None);
+        assert_eq!(bare[0], ("PATH".to_string(), OsString::from(DEFAULT_PATH)));
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes_and_says_it_was_cut() {
+        let cases: &[(&[&[u8]], usize, &str)] = &[
+            (&[], 8, ""),
+            (&[b"printer busy\n"], 64, "printer busy"),
+            (&[b"one\n\n  two  \n", b"three"], 64, "one | two | three"),
+            (&[b"0123456789", b"abc"], 8, "…56789abc"),
+            (&[b"0123456789abcdef"], 4, "…cdef"),
+            (&[b"x", b"y", b"z", b"w", b"v"], 3, "…zwv"),
+            // The cut falls inside 券 (3 bytes in UTF-8): start at the next character.
+            (&["a券码".as_bytes()], 4, "…码"),
+        ];
+        for (chunks, cap, want) in cases {
+            let mut t = Tail::new(*cap);
+            for c in *chunks {
+                t.push(c);
+            }
+            assert!(t.buf.len() <= *cap);
+            assert_eq!(t.summary(), *want, "{chunks:?} in {cap}");
+        }
     }
 }

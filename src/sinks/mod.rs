@@ -168,7 +168,7 @@ impl Sink {
     pub fn time_limit(&self) -> Duration {
         match self {
             Sink::Printer { .. } => printer::TIME_LIMIT,
-            Sink::Exec(e) => e.timeout,
+            Sink::Exec(e) => e.time_limit(),
             Sink::Display(_) | Sink::Log => Duration::from_secs(1),
         }
     }
