@@ -289,9 +289,12 @@ mod tests {
     }
 
     /// Never panic on input: thousands of mangled bodies (bit flips, truncations,
-    /// splices, random bytes), signed so that they reach the parser, are classified.
+    /// splices, random bytes), signed so that they reach the parser, are classified, and
+    /// each coupon among them gets a receipt that carries no command of its own
+    /// ([`crate::fuzzing::check`]). Then the same for every input of the fuzzer's
+    /// committed corpus (`fuzz/corpus/intake`, README "Fuzzing").
     #[test]
-    fn mangled_bodies_never_panic() {
+    fn mangled_bodies_and_the_fuzz_corpus_never_panic() {
         let seeds: [&[u8]; 4] = [
             br#"{ "event": "life_trade_certificate_notify", "client_key": "app1", "content": "{\"action\": \"verify\",\"msg_time\": 1665991178,\"certificate\": {\"certificate_id\": \"456\",\"order_id\": \"123\",\"account_id\": \"1234\"}}", "log_id": "X" }"#,
             br#"{"event":"verify_webhook","client_key":"app1","content":{"challenge":42}}"#,
@@ -330,14 +333,28 @@ mod tests {
                     body.push(b'{');
                 }
             }
-            let sig = sign("old-secret", &body);
-            match classify(&apps(), &body, Some(&sig)) {
+            match crate::fuzzing::check(&body) {
                 Intake::Message(_) => kinds[0] += 1,
                 Intake::Rejected { .. } => kinds[1] += 1,
             }
         }
         // Both paths were exercised (a mangled client_key is a 403).
         assert!(kinds[0] > 1000 && kinds[1] > 10, "{kinds:?}");
+
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/intake");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(&corpus).expect("the committed fuzz corpus") {
+            let path = entry.unwrap().path();
+            let body = std::fs::read(&path).unwrap();
+            let _ = std::panic::catch_unwind(|| crate::fuzzing::check(&body))
+                .unwrap_or_else(|_| panic!("{} (a fuzz corpus input) panicked", path.display()));
+            replayed += 1;
+        }
+        assert!(
+            replayed >= 20,
+            "only {replayed} corpus inputs in {}",
+            corpus.display()
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task
 //! shares), [`notify`] (systemd READY, watchdog, STATUS), [`retention`] (pruning old
 //! rows), [`time`], [`url`], [`sanitize`] (the one filter for signed fields shown in the
-//! log, on receipts, to a hook or in `status`).
+//! log, on receipts, to a hook or in `status`), [`fuzzing`] (one hostile body through
+//! intake and the receipt, for `fuzz/` and the mutation test).
 //!
 //! Invariants: no 200 before the commit that holds the message; an unsigned request
 //! costs at most one bounded row; a sink never blocks the runtime thread.
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod coupon;
+pub mod fuzzing;
 pub mod intake;
 pub mod notify;
 pub mod outbox;
