@@ -11,8 +11,8 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-/// The client secrets, in SPEC §7's order: `--secret-file` (one per line; blank lines and
-/// `#` comments skipped), else `$CREDENTIALS_DIRECTORY/client_secret` (systemd
+/// The client secrets, in SPEC §7's order: `--secret-file` (one per line, read as
+/// [`secret_lines`] says), else `$CREDENTIALS_DIRECTORY/client_secret` (systemd
 /// `LoadCredential=`), else `$COUPOND_CLIENT_SECRET`.
 pub fn load_secrets(
     secret_file: Option<&str>,
@@ -37,8 +37,22 @@ pub fn load_secrets(
 }
 
 fn read_secret_file(path: &Path, what: &str) -> Result<Vec<String>, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| ConfigError(format!("cannot read {what} {}: {e}", path.display())))?;
+    // Notepad's "Unicode" is UTF-16 with a byte-order mark: say so rather than fail to
+    // verify every push.
+    if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        return err(format!(
+            "{what} {} is UTF-16 text: save it as UTF-8 (or plain ASCII)",
+            path.display()
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ConfigError(format!(
+            "{what} {} is not UTF-8 text: save it as UTF-8 (or plain ASCII)",
+            path.display()
+        ))
+    })?;
     let secrets = secret_lines(&text);
     if secrets.is_empty() {
         return err(format!(
@@ -49,8 +63,12 @@ fn read_secret_file(path: &Path, what: &str) -> Result<Vec<String>, ConfigError>
     Ok(secrets)
 }
 
+/// One secret per line, as editors on every system save them: a UTF-8 byte-order mark
+/// (Windows Notepad) is ignored, lines may end in LF, CRLF or CR, and lines that are only
+/// whitespace or a `#` comment are skipped. Spaces around a secret are not part of it.
 fn secret_lines(text: &str) -> Vec<String> {
-    text.lines()
+    text.trim_start_matches('\u{feff}')
+        .split(['\n', '\r'])
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
@@ -60,6 +78,29 @@ fn secret_lines(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_from_any_editor_read_the_same() {
+        let want = ["new-one", "old-one"];
+        for text in [
+            "new-one\nold-one\n",
+            "\u{feff}new-one\r\nold-one\r\n",
+            "\u{feff}new-one\rold-one\r",
+            "  \t \nnew-one\n\u{3000}\n \r\n# note\nold-one",
+        ] {
+            assert_eq!(secret_lines(text), want, "{text:?}");
+        }
+        let dir = std::env::temp_dir().join(format!("coupond-bom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        std::fs::write(&file, b"\xff\xfen\x00e\x00w\x00").unwrap();
+        let e = read_secret_file(&file, "--secret-file").unwrap_err().0;
+        assert!(e.contains("UTF-16") && e.contains("UTF-8"), "{e}");
+        std::fs::write(&file, b"caf\xe9\n").unwrap();
+        let e = read_secret_file(&file, "--secret-file").unwrap_err().0;
+        assert!(e.contains("not UTF-8"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn secrets_come_from_file_then_credentials_then_environment() {
