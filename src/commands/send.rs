@@ -1,6 +1,7 @@
 //! `coupond send`: pushes one signed message the way Douyin does (SPEC §7) — JSON body
 //! with `content` as a string, `X-Douyin-Signature`, `Msg-Id`, a 3 s limit per attempt and
-//! up to 3 retries 500 ms apart — and prints what happened, to test a box and its tunnel.
+//! up to 3 retries 500 ms apart — and prints what happened, to test a box and its tunnel:
+//! each attempt, and the outcome the daemon answered with (why nothing printed, say).
 
 use std::time::Instant;
 
@@ -83,6 +84,9 @@ async fn send(cfg: &SendConfig) -> Result<bool, String> {
                     attempt + 1
                 );
                 if status == 200 {
+                    if let Some(line) = outcome_line(&answer) {
+                        println!("{line}");
+                    }
                     return Ok(true);
                 }
             }
@@ -96,6 +100,21 @@ async fn send(cfg: &SendConfig) -> Result<bool, String> {
     }
     println!("not delivered after {} attempts", cfg.retries + 1);
     Ok(false)
+}
+
+/// What the daemon's `{"outcome": ...}` answer means for the installer.
+fn outcome_line(answer: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(answer).ok()?;
+    let outcome = v.get("outcome")?.as_str()?;
+    let meaning = match outcome {
+        "applied" => "the coupon's state changed: the store is told (receipt, display, hook)",
+        "duplicate" => "the coupon already has this state, so nothing is printed",
+        "stale" => "older than the coupon's latest message, so nothing is printed",
+        "ignored" => "not a coupon event, so nothing is printed",
+        "invalid" => "recorded but not understood (see the daemon's log), so nothing is printed",
+        other => return Some(format!("outcome {other:?}")),
+    };
+    Some(format!("outcome {outcome}: {meaning}"))
 }
 
 async fn post(

@@ -7,7 +7,10 @@
 //! - a 200 is sent only after the writer reports the commit that holds the message;
 //!   a failed commit is a 503, so Douyin retries;
 //! - one log line per request: status, outcome, certificate, `log_id`, time taken.
-//!   Never the secret, never the signature.
+//!   Never the secret, never the signature;
+//! - a 200 names the outcome, `{"outcome":"applied"}` (a redelivery: the first row's),
+//!   so that `coupond send` can say why a test push printed nothing; the URL check's
+//!   answer stays exactly `{"challenge": N}`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -157,17 +160,17 @@ fn answer_rejected(status: u16, reason: &str, said: &Said) -> Response<Body> {
             "200 verify_webhook answered although {reason}: pushes will be rejected \
              until the client secret is fixed; in {took:.1?}"
         );
-        return challenge_response(said.challenge.as_ref());
+        return answer(said.challenge.as_ref(), "challenge");
     }
     log::warn!("{status} rejected: {reason};{} in {took:.1?}", said.facts);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
     text(code, "rejected\n")
 }
 
-/// A signed message, committed: 200 (with the challenge for a URL check).
+/// A signed message, committed: 200 with its outcome (the challenge for a URL check).
 fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
     let (facts, took) = (&said.facts, said.took);
-    match ack {
+    let outcome = match ack {
         Ack::Redelivered {
             message_id,
             deliveries,
@@ -176,6 +179,7 @@ fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
             log::info!(
                 "200 redelivery #{deliveries} of message {message_id} ({outcome}), nothing re-applied;{facts} in {took:.1?}"
             );
+            outcome
         }
         Ack::Recorded {
             message_id,
@@ -193,6 +197,7 @@ fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
             } else {
                 log::info!("{line}");
             }
+            outcome
         }
         // The store rejects only what intake rejected; if that ever broke, a request
         // stored as rejected must not be acknowledged.
@@ -200,8 +205,8 @@ fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
             log::error!("500 stored as rejected without a rejection (a bug);{facts} in {took:.1?}");
             return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
         }
-    }
-    challenge_response(said.challenge.as_ref())
+    };
+    answer(said.challenge.as_ref(), outcome.as_str())
 }
 
 /// What a log line says about a request.
@@ -276,13 +281,14 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, BodyError>
     }
 }
 
-/// 200 with `{"challenge": N}` for a challenge, else an empty 200.
-fn challenge_response(challenge: Option<&serde_json::Value>) -> Response<Body> {
-    match challenge {
-        Some(v) => json(
-            StatusCode::OK,
-            serde_json::to_vec(&serde_json::json!({ "challenge": v })).unwrap_or_default(),
-        ),
-        None => text(StatusCode::OK, ""),
-    }
+/// 200 with `{"challenge": N}` for a URL check, else `{"outcome": OUTCOME}`.
+fn answer(challenge: Option<&serde_json::Value>, outcome: &str) -> Response<Body> {
+    let body = match challenge {
+        Some(v) => serde_json::json!({ "challenge": v }),
+        None => serde_json::json!({ "outcome": outcome }),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
