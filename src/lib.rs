@@ -4,7 +4,8 @@
 //! Three wings (ARCHITECTURE.md draws the same map):
 //!
 //! - **sources**, the ways in: [`sources::webhook`] (Douyin's HTTP push) behind the
-//!   shared accept loop in [`server`];
+//!   shared accept loop in [`server`], with [`ratelimit`]: once-per-10-s warnings and a
+//!   bounded write rate for what is refused;
 //! - **the core**, one path for every source: [`intake`] classifies the raw message
 //!   purely (with [`signature`] and [`wire`], Douyin's envelope and content), the
 //!   [`writer`] thread groups concurrent arrivals into one commit, and [`store`] holds
@@ -21,7 +22,8 @@
 //! intake and the receipt, for `fuzz/` and the mutation test).
 //!
 //! Invariants: no 200 before the commit that holds the message; an unsigned request
-//! costs at most one bounded row; a sink never blocks the runtime thread.
+//! costs at most one bounded row, and unsigned requests together a bounded write rate;
+//! a sink never blocks the runtime thread.
 
 pub mod cli;
 pub mod commands;
@@ -31,6 +33,7 @@ pub mod fuzzing;
 pub mod intake;
 pub mod notify;
 pub mod outbox;
+pub mod ratelimit;
 pub mod retention;
 pub mod sanitize;
 pub mod server;

@@ -128,3 +128,11 @@ pub fn closing(mut resp: Response<Body>) -> Response<Body> {
         .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
 }
+
+/// Sleeps until `at`, or for ever.
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -6,7 +6,10 @@
 //! - a message, its certificate's new state and its output jobs are written in one
 //!   transaction, so an output exists if and only if its message was applied;
 //! - unsigned traffic costs at most [`REJECTED_KEEP`] rows of at most
-//!   [`REJECTED_BODY_CAP`] bytes: the internet cannot fill the box's flash;
+//!   [`REJECTED_BODY_CAP`] bytes: the internet cannot fill the box's flash (nor wear it:
+//!   `ratelimit` decides which rejected requests are written at all, and the counts of
+//!   the rest arrive here through [`Store::add_counts`]); one rejected body with one
+//!   signature is one row, its repeats only count (`rejected.digest` is unique);
 //! - `synchronous=FULL` in WAL mode: once [`Store::ingest`] returns `Ok`, the batch
 //!   survives power loss, which is what lets the HTTP layer answer 200.
 //!
@@ -123,6 +126,21 @@ ALTER TABLE outputs_v3 RENAME TO outputs;
 CREATE INDEX outputs_queue ON outputs (sink, id) WHERE state = 'pending';
 CREATE INDEX outputs_by_message ON outputs (message_id);
 CREATE INDEX outputs_by_created ON outputs (created_at);
+"#,
+    r#"
+-- The tunnel is the internet (SPEC §3): a rejected body sent again by its sender is one
+-- row with a count, and what is not stored row by row is counted.
+ALTER TABLE rejected ADD COLUMN digest TEXT;   -- sha1 of signature and body; NULL before
+ALTER TABLE rejected ADD COLUMN deliveries INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE rejected ADD COLUMN last_received_at TEXT;
+CREATE UNIQUE INDEX rejected_by_digest ON rejected (digest);
+CREATE TABLE counters (
+    name        TEXT PRIMARY KEY,  -- 'not_found', 'too_large', 'rejected_unstored'
+    count       INTEGER NOT NULL,
+    first_at    TEXT NOT NULL,
+    last_at     TEXT NOT NULL,
+    last_detail TEXT              -- e.g. the path a 404 asked for
+);
 "#,
 ];
 
@@ -266,8 +284,37 @@ pub struct Summary {
     pub outputs: Vec<(SinkKind, String, i64)>,
     pub failed_outputs: Vec<(i64, SinkKind, String, i64, Option<String>)>,
     pub rejected: i64,
+    /// Deliveries of the stored rejected bodies beyond the first.
+    pub rejected_repeats: i64,
     pub last_message: Option<(String, Outcome, Option<Action>, Option<String>)>,
     pub last_rejected: Option<(String, i64, String)>,
+    pub counters: Vec<CounterRow>,
+}
+
+/// A `counters` row: requests counted rather than stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterRow {
+    pub name: String,
+    pub count: i64,
+    pub last_at: String,
+    pub last_detail: Option<String>,
+}
+
+/// Requests counted in memory since the last write, for `counters`.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub name: &'static str,
+    pub n: i64,
+    pub last_at: String,
+    pub last_detail: String,
+}
+
+/// Repeats of a stored rejected body since the last write.
+#[derive(Debug, Clone)]
+pub struct Repeated {
+    pub digest: String,
+    pub n: i64,
+    pub last_at: String,
 }
 
 pub struct Store {
@@ -534,6 +581,29 @@ impl Store {
         Ok(acks)
     }
 
+    /// Adds what `ratelimit` counted in memory: requests not stored row by row, and
+    /// repeats of stored rejected bodies. One small transaction, at most every 10 s.
+    pub fn add_counts(&mut self, counted: &[Counted], repeated: &[Repeated]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for c in counted {
+            tx.prepare_cached(
+                "INSERT INTO counters (name, count, first_at, last_at, last_detail)
+                 VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET count = count + excluded.count,
+                     last_at = excluded.last_at, last_detail = excluded.last_detail",
+            )?
+            .execute(params![c.name, c.n, c.last_at, cap_header(&c.last_detail)])?;
+        }
+        for r in repeated {
+            tx.prepare_cached(
+                "UPDATE rejected SET deliveries = deliveries + ?2, last_received_at = ?3
+                 WHERE digest = ?1",
+            )?
+            .execute(params![r.digest, r.n, r.last_at])?;
+        }
+        tx.commit()
+    }
+
     /// Pending jobs per sink, to warn about sinks no longer configured.
     pub fn pending_by_sink(&self) -> Result<Vec<(SinkKind, i64)>> {
         let mut stmt = self.conn.prepare(
@@ -587,6 +657,18 @@ impl Store {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_>>()?;
+        let mut stmt =
+            c.prepare("SELECT name, count, last_at, last_detail FROM counters ORDER BY name")?;
+        let counters = stmt
+            .query_map([], |r| {
+                Ok(CounterRow {
+                    name: r.get(0)?,
+                    count: r.get(1)?,
+                    last_at: r.get(2)?,
+                    last_detail: r.get(3)?,
+                })
+            })?
+            .collect::<Result<_>>()?;
         Ok(Summary {
             schema_version: schema_version(c)?,
             certificates: pairs(
@@ -605,6 +687,11 @@ impl Store {
             outputs,
             failed_outputs,
             rejected: c.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?,
+            rejected_repeats: c.query_row(
+                "SELECT coalesce(sum(deliveries - 1), 0) FROM rejected",
+                [],
+                |r| r.get(0),
+            )?,
             last_message: c
                 .query_row(
                     "SELECT last_received_at, outcome, action, certificate_id FROM messages
@@ -620,6 +707,7 @@ impl Store {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?,
+            counters,
         })
     }
 }
@@ -821,9 +909,22 @@ fn insert_output(
 
 fn insert_rejected(tx: &Transaction, a: &Arrival, status: u16, reason: &str) -> Result<()> {
     let kept = &a.body[..a.body.len().min(REJECTED_BODY_CAP)];
+    let digest = rejected_digest(a.signature.as_deref(), &a.body);
+    // The same body with the same signature again (a sender's retry, usually counted in
+    // memory by `ratelimit`): one row with a count.
+    let repeated = tx
+        .prepare_cached(
+            "UPDATE rejected SET deliveries = deliveries + 1, last_received_at = ?2
+             WHERE digest = ?1",
+        )?
+        .execute(params![digest, a.received_at])?;
+    if repeated > 0 {
+        return Ok(());
+    }
     tx.prepare_cached(
-        "INSERT INTO rejected (received_at, reason, status, msg_id, signature, body, body_len)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO rejected (received_at, reason, status, msg_id, signature, body, body_len,
+                               digest, last_received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1)",
     )?
     .execute(params![
         a.received_at,
@@ -833,11 +934,29 @@ fn insert_rejected(tx: &Transaction, a: &Arrival, status: u16, reason: &str) -> 
         a.signature.as_deref().map(cap_header),
         Body(kept),
         a.body.len() as i64,
+        digest,
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("DELETE FROM rejected WHERE id <= ?1")?
         .execute([id - REJECTED_KEEP])?;
     Ok(())
+}
+
+/// What makes two rejected requests the same: the signature header and the whole body
+/// (a sender's retry repeats both; another signature might verify under another secret,
+/// so it is another row for `reverify`).
+pub fn rejected_digest(signature: Option<&str>, body: &[u8]) -> String {
+    let mut h = sha1_smol::Sha1::new();
+    match signature {
+        Some(s) => {
+            h.update(b"1");
+            h.update(&(s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+        None => h.update(b"0"),
+    }
+    h.update(body);
+    h.digest().to_string()
 }
 
 fn cap_header(s: &str) -> &str {
@@ -985,5 +1104,88 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 3);
+    }
+
+    fn rejected(n: usize, signature: Option<&str>, body: Vec<u8>) -> Arrival {
+        Arrival {
+            received_at: format!("2026-11-25T00:00:{:02}.000Z", n % 60),
+            msg_id: None,
+            signature: signature.map(String::from),
+            body,
+            intake: Intake::Rejected {
+                status: 401,
+                reason: "wrong signature".into(),
+                challenge: None,
+            },
+        }
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn rejected_rows_are_capped_in_number_and_size_and_repeats_only_count() {
+        let path = scratch("rejected");
+        let mut store = Store::open(&path).unwrap();
+        let plan = OutputPlan::default();
+        let big = |i: usize| format!("{i:05}{}", "x".repeat(20_000)).into_bytes();
+        for chunk in (0..REJECTED_KEEP as usize + 10)
+            .collect::<Vec<_>>()
+            .chunks(100)
+        {
+            let batch: Vec<Arrival> = chunk.iter().map(|i| rejected(*i, None, big(*i))).collect();
+            store.ingest(&batch, &plan).unwrap();
+        }
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM rejected"),
+            REJECTED_KEEP
+        );
+        assert_eq!(
+            count(&store, "SELECT max(length(body)) FROM rejected"),
+            REJECTED_BODY_CAP as i64
+        );
+        assert_eq!(count(&store, "SELECT min(body_len) FROM rejected"), 20_005);
+        // The same body and signature again: one row, counted (on insert, and in bulk).
+        let again = rejected(1, Some("ab"), b"{}".to_vec());
+        store.ingest([&again, &again], &plan).unwrap();
+        let digest = rejected_digest(Some("ab"), b"{}");
+        let repeated = Repeated {
+            digest: digest.clone(),
+            n: 3,
+            last_at: "2026-11-25T01:00:00.000Z".into(),
+        };
+        let counted = Counted {
+            name: "not_found",
+            n: 2,
+            last_at: "2026-11-25T01:00:00.000Z".into(),
+            last_detail: "GET \"/x\"".into(),
+        };
+        store
+            .add_counts(std::slice::from_ref(&counted), &[repeated])
+            .unwrap();
+        store.add_counts(&[counted], &[]).unwrap();
+        assert_eq!(
+            count(
+                &store,
+                "SELECT deliveries FROM rejected WHERE digest IS NOT NULL AND body = '{}'"
+            ),
+            5
+        );
+        let s = store.summary().unwrap();
+        assert_eq!(s.rejected_repeats, 4);
+        assert_eq!(s.counters.len(), 1);
+        assert_eq!(s.counters[0].count, 4);
+        assert_eq!(s.counters[0].last_detail.as_deref(), Some("GET \"/x\""));
+        // Another signature on the same body is another row.
+        store
+            .ingest([&rejected(2, Some("cd"), b"{}".to_vec())], &plan)
+            .unwrap();
+        assert_eq!(
+            count(&store, "SELECT count(*) FROM rejected WHERE body = '{}'"),
+            2
+        );
+        drop(store);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

@@ -1,13 +1,234 @@
-//! SPEC §3, "The tunnel is the internet", against the real binary, and the small things
-//! an installer meets first: the answer names the outcome, a Notepad-saved secret file
-//! works.
+//! SPEC §3, "The tunnel is the internet": floods of unsigned requests and wrong paths,
+//! all from one address, against the real binary. Plus the small things an installer
+//! meets first: the answer names the outcome, a Notepad-saved secret file works, a wrong
+//! path is logged and counted.
 //!
 //! Every loop here is bounded in count and in time, and talks only to 127.0.0.1.
 
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Bytes the process has caused to be written to storage (`/proc/PID/io`).
+fn write_bytes(pid: u32) -> u64 {
+    proc_field(&format!("/proc/{pid}/io"), "write_bytes:")
+}
+
+fn proc_field(file: &str, name: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {file}"))
+}
+
+fn log_lines_with(d: &Daemon, needle: &str) -> usize {
+    d.log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+fn status(d: &Daemon) -> String {
+    let o = run(&["status", "--db", d.db.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Polls `coupond status` (at most `wait`) until it prints `want`.
+fn wait_status(d: &Daemon, want: &str, wait: Duration) -> String {
+    let deadline = Instant::now() + wait;
+    loop {
+        let out = status(d);
+        if out.contains(want) || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One HTTP/1.1 request on a keep-alive connection: an unsigned POST of `body` to the
+/// webhook path, or a GET of a wrong path when there is no body.
+fn keep_alive(s: &mut TcpStream, body: Option<&[u8]>) -> u16 {
+    let head = match body {
+        Some(body) => format!(
+            "POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             X-Douyin-Signature: 0000000000000000000000000000000000000000\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        ),
+        None => "GET /wrong/path HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+    };
+    if s.write_all(head.as_bytes()).is_err() || s.write_all(body.unwrap_or_default()).is_err() {
+        return 0;
+    }
+    read_response(s, Instant::now()).status
+}
+
+#[test]
+fn an_unsigned_flood_costs_a_few_megabytes_of_flash_and_a_few_log_lines() {
+    let dir = Scratch::new("flood-io");
+    let d = Daemon::start(&dir.0);
+    let pid = d.child.id();
+    // Settle: start-up's own writes are not the flood's.
+    assert_eq!(d.push(&coupon("verify", 1, "before-flood")).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let written_before = write_bytes(pid);
+    let log_before: usize = d.log.lock().unwrap().iter().map(|l| l.len() + 1).sum();
+
+    let flood = Duration::from_secs(5);
+    let started = Instant::now();
+    let senders: Vec<_> = (0..64)
+        .map(|t| {
+            let addr = d.addr;
+            std::thread::spawn(move || {
+                let pad = "p".repeat(8 * 1024);
+                let (mut sent, mut answered) = (0u64, 0u64);
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                while started.elapsed() < flood && sent < 2_000_000 {
+                    sent += 1;
+                    let body = format!(r#"{{"n":"{t}-{sent}","pad":"{pad}"}}"#);
+                    // Every fourth request asks for a wrong path.
+                    let body = (sent % 4 != 0).then_some(body.as_bytes());
+                    match keep_alive(&mut s, body) {
+                        401 | 404 => answered += 1,
+                        _ => {
+                            s = TcpStream::connect(addr).unwrap();
+                            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                        }
+                    }
+                }
+                (sent, answered)
+            })
+        })
+        .collect();
+    let (mut sent, mut answered) = (0, 0);
+    for t in senders {
+        let (s, a) = t.join().unwrap();
+        sent += s;
+        answered += a;
+    }
+    let written = write_bytes(pid) - written_before;
+    let log_after: usize = d.log.lock().unwrap().iter().map(|l| l.len() + 1).sum();
+    let log_grew = log_after - log_before;
+    eprintln!(
+        "flood: {sent} requests of 8 KiB in {:?}, {answered} answered; {} bytes written \
+         ({} MB), log grew {log_grew} bytes",
+        started.elapsed(),
+        written,
+        written / 1_000_000
+    );
+    assert!(answered > 1000, "the flood hardly ran: {answered}");
+    assert!(written < 50_000_000, "the flood wrote {written} bytes");
+    assert!(log_grew < 200_000, "the log grew {log_grew} bytes");
+
+    // A valid push still gets through at once, and everything was counted.
+    let r = d.push(&coupon("verify", 1, "after-flood"));
+    assert_eq!(r.status, 200);
+    assert!(r.elapsed < Duration::from_secs(1), "took {:?}", r.elapsed);
+    let mut d = d;
+    assert_eq!(d.terminate(), Some(0));
+    let c = d.sql();
+    let stored = query_i64(&c, "SELECT count(*) FROM rejected");
+    let unstored = query_i64(
+        &c,
+        "SELECT coalesce(sum(count), 0) FROM counters WHERE name = 'rejected_unstored'",
+    );
+    let not_found = query_i64(
+        &c,
+        "SELECT coalesce(sum(count), 0) FROM counters WHERE name = 'not_found'",
+    );
+    assert!(stored <= 40, "{stored} rejected rows");
+    assert_eq!(
+        (stored + unstored + not_found) as u64,
+        answered,
+        "every refused request is counted"
+    );
+}
+
+#[test]
+fn a_rejected_body_retried_by_its_sender_is_one_row_with_a_count() {
+    let dir = Scratch::new("reject-retry");
+    let mut d = Daemon::start(&dir.0);
+    let body = coupon("verify", 1000, "c-retried");
+    let wrong = sign("an-old-secret", body.as_bytes());
+    for _ in 0..4 {
+        assert_eq!(d.push_with(&body, Some(&wrong), Some("m-1")).status, 401);
+    }
+    // Another signature on the same body is another row: it may verify another day.
+    assert_eq!(d.push_with(&body, None, None).status, 401);
+    assert_eq!(
+        log_lines_with(&d, "401 rejected"),
+        1,
+        "one line, the rest summed up later: {}",
+        d.log_text()
+    );
+    // Stopping writes the counts still in memory, and sums up the held lines.
+    assert_eq!(d.terminate(), Some(0));
+    let c = d.sql();
+    let rows: Vec<(Option<String>, i64)> = c
+        .prepare("SELECT signature, deliveries FROM rejected ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows, [(Some(wrong), 4), (None, 1)]);
+    assert!(
+        d.log_text()
+            .contains("401 rejected: missing signature (and 3 more like it in the last"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_wrong_path_is_logged_with_the_path_asked_for_and_counted_by_status() {
+    let dir = Scratch::new("wrong-path");
+    let mut d = Daemon::start(&dir.0);
+    let body = coupon("verify", 1, "c-path");
+    let sig = vec![(
+        "X-Douyin-Signature".to_string(),
+        sign(SECRET, body.as_bytes()),
+    )];
+    let r = request(d.addr, "POST", "/douyin/webhok", &sig, body.as_bytes());
+    assert_eq!(r.status, 404);
+    assert!(
+        d.wait_log("404 not found", Duration::from_secs(5)),
+        "{}",
+        d.log_text()
+    );
+    let line = d.log_text();
+    assert!(
+        line.contains("[WARN]") && line.contains("\"/douyin/webhok\"") && line.contains(PATH),
+        "the line names the path asked for and the one served: {line}"
+    );
+    // The first is written at once, so `coupond status` shows it straight away.
+    let out = wait_status(&d, "not found  1", Duration::from_secs(5));
+    assert!(out.contains("not found  1"), "{out}");
+    assert!(out.contains("/douyin/webhok"), "{out}");
+    // A burst of them: one more log line at most, every one counted.
+    for i in 0..50 {
+        let r = request(d.addr, "GET", &format!("/probe/{i}"), &[], b"");
+        assert_eq!(r.status, 404);
+    }
+    assert_eq!(log_lines_with(&d, "404 not found"), 1, "{}", d.log_text());
+    assert_eq!(d.terminate(), Some(0));
+    let out = status(&d);
+    assert!(out.contains("not found  51"), "{out}");
+    assert_eq!(
+        query_i64(&d.sql(), "SELECT count(*) FROM messages"),
+        0,
+        "a 404 stores no message"
+    );
+}
 
 #[test]
 fn a_secret_file_saved_by_notepad_with_a_bom_and_crlf_verifies() {

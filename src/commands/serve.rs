@@ -21,6 +21,7 @@ use crate::commands::reverify;
 use crate::config::ServeConfig;
 use crate::notify::Notifier;
 use crate::outbox;
+use crate::ratelimit::{self, Limits};
 use crate::retention;
 use crate::server;
 use crate::shutdown::{self, Stop, Trigger};
@@ -76,11 +77,14 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let mut tasks =
         spawn_beside_webhook(&cfg, &sinks, display, &writer, &changes, &notifier, &stop)?;
+    let limits = Arc::new(Limits::new());
+    tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
     let hook = Arc::new(Webhook {
         path: cfg.path.clone(),
         max_body: cfg.max_body,
         apps: cfg.apps.clone(),
         writer: writer.clone(),
+        limits,
     });
     let webhook = server::serve(
         "webhook",

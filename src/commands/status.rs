@@ -8,6 +8,7 @@
 use crate::config::StatusConfig;
 use crate::coupon::Action;
 use crate::intake::Outcome;
+use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
 use crate::store::{Store, Summary};
 
@@ -88,12 +89,41 @@ pub fn render(db: &str, s: &Summary) -> String {
     match &s.last_rejected {
         Some((at, status, reason)) => {
             out += &format!(
-                "rejected   {} (last {at}: {status} {})\n",
+                "rejected   {} (last {at}: {status} {})",
                 s.rejected,
                 sanitize::text(reason)
-            )
+            );
+            if s.rejected_repeats > 0 {
+                out += &format!(", and {} repeat(s) of them", s.rejected_repeats);
+            }
+            out += "\n";
         }
         None => out += "rejected   0\n",
+    }
+    // Counted, not stored: 404s always (a wrong path is the commonest installer
+    // mistake), the others when there were any.
+    let counter = |name: &str| s.counters.iter().find(|c| c.name == name);
+    for (name, label, what, always) in [
+        (
+            REJECTED_UNSTORED,
+            "unstored ",
+            "rejected request(s) over the write rate, counted only",
+            false,
+        ),
+        (NOT_FOUND, "not found", "request(s) for another path", true),
+        (TOO_LARGE, "too large", "body/bodies over --max-body", false),
+    ] {
+        match counter(name) {
+            Some(c) => {
+                out += &format!("{label}  {} {what} (last {}", c.count, c.last_at);
+                if let Some(d) = &c.last_detail {
+                    out += &format!(": {}", sanitize::text(d));
+                }
+                out += ")\n";
+            }
+            None if always => out += &format!("{label}  0 {what}\n"),
+            None => {}
+        }
     }
     out
 }

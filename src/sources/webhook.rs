@@ -6,8 +6,10 @@
 //!   for longer than [`BODY_TIMEOUT`];
 //! - a 200 is sent only after the writer reports the commit that holds the message;
 //!   a failed commit is a 503, so Douyin retries;
-//! - one log line per request: status, outcome, certificate, `log_id`, time taken.
-//!   Never the secret, never the signature;
+//! - one log line per signed request: status, outcome, certificate, `log_id`, time
+//!   taken. Never the secret, never the signature. Everything else (401, 403, 404, 405,
+//!   408, 413, 400) goes through [`Limits`]: at most one line per 10 s per kind, and
+//!   rejected rows written at a bounded rate, the rest counted (SPEC §3);
 //! - a 200 names the outcome, `{"outcome":"applied"}` (a redelivery: the first row's),
 //!   so that `coupond send` can say why a test push printed nothing; the URL check's
 //!   answer stays exactly `{"challenge": N}`.
@@ -22,8 +24,9 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::intake::{self, Apps, Intake, Kind};
+use crate::ratelimit::{Limits, Noise};
 use crate::server::{closing, json, text, Body};
-use crate::store::{Ack, Arrival};
+use crate::store::{self, Ack, Arrival};
 use crate::time;
 use crate::writer::Writer;
 
@@ -36,6 +39,8 @@ pub struct Webhook {
     pub max_body: usize,
     pub apps: Apps,
     pub writer: Writer,
+    /// What traffic that is not Douyin's may cost in log lines and writes.
+    pub limits: Arc<Limits>,
 }
 
 /// Answers one request on the webhook port: route, read, classify, commit, answer.
@@ -44,7 +49,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
-    if let Some(refusal) = route(&hook.path, &req) {
+    if let Some(refusal) = route(&hook, &req) {
         return Ok(refusal);
     }
     let header = |name: &str| {
@@ -54,7 +59,7 @@ pub async fn handle(
             .map(String::from)
     };
     let (msg_id, signature) = (header("msg-id"), header("x-douyin-signature"));
-    let body = match read_limited(req, hook.max_body).await {
+    let body = match read_limited(req, hook.max_body, &hook.limits).await {
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
@@ -72,7 +77,17 @@ pub async fn handle(
         body,
         intake,
     };
-    let ack = hook.writer.ingest(arrival).await;
+    // A signed message is always committed before its answer. A rejected one is written
+    // only within the write rate, and never answered 200 (bar the URL check), so leaving
+    // its row out costs nothing; `limits` counts it instead.
+    let write = rejection.as_ref().map_or(true, |(status, reason)| {
+        let digest = store::rejected_digest(arrival.signature.as_deref(), &arrival.body);
+        hook.limits.admit_rejected(*status, &digest, reason)
+    });
+    let ack = match write {
+        true => hook.writer.ingest(arrival).await,
+        false => Ok(Ack::Rejected),
+    };
     let said = Said {
         facts,
         challenge,
@@ -90,19 +105,23 @@ pub async fn handle(
                 "storage unavailable, retry\n",
             )
         }
-        (Ok(_), Some((status, reason))) => answer_rejected(status, &reason, &said),
+        (Ok(_), Some((status, reason))) => answer_rejected(status, &reason, &said, &hook.limits),
         (Ok(ack), None) => answer_stored(ack, &said),
     })
 }
 
-/// 404 for another path, 405 for another method on the path.
-fn route(path: &str, req: &Request<Incoming>) -> Option<Response<Body>> {
-    if req.uri().path() != path {
-        log::debug!("404 {} {}", req.method(), req.uri().path());
+/// 404 for another path (logged with the path asked for, and counted: a wrong path is
+/// the commonest installer mistake), 405 for another method on the path.
+fn route(hook: &Webhook, req: &Request<Incoming>) -> Option<Response<Body>> {
+    if req.uri().path() != hook.path {
+        let asked = asked_for(req);
+        let line = format!("404 not found: {asked}; the webhook is {:?}", hook.path);
+        hook.limits.note(Noise::NotFound, &asked, line);
         return Some(text(StatusCode::NOT_FOUND, "not found\n"));
     }
     if req.method() != Method::POST {
-        log::info!("405 {} {path}: the webhook takes POST only", req.method());
+        let line = format!("405 {}: the webhook takes POST only", asked_for(req));
+        hook.limits.note(Noise::Method, "", line);
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
         resp.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("POST"));
@@ -114,14 +133,19 @@ fn route(path: &str, req: &Request<Incoming>) -> Option<Response<Body>> {
 /// The body, within `max` bytes and [`BODY_TIMEOUT`]; else the refusal to send (413
 /// unread when the declared length is too large, 413, 408 or 400 part way), which
 /// closes the connection.
-async fn read_limited(req: Request<Incoming>, max: usize) -> Result<Vec<u8>, Response<Body>> {
+async fn read_limited(
+    req: Request<Incoming>,
+    max: usize,
+    limits: &Limits,
+) -> Result<Vec<u8>, Response<Body>> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(n) = declared.filter(|n| *n > max as u64) {
-        log::warn!("413 body of {n} bytes refused unread (--max-body is {max})");
+        let line = format!("413 body of {n} bytes refused unread (--max-body is {max})");
+        limits.note(Noise::TooLarge, &format!("{n} bytes declared"), line);
         return Err(closing(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body too large\n",
@@ -130,15 +154,21 @@ async fn read_limited(req: Request<Incoming>, max: usize) -> Result<Vec<u8>, Res
     read_body(req.into_body(), max).await.map_err(|e| {
         closing(match e {
             BodyError::TooLarge => {
-                log::warn!("413 body crossed --max-body ({max} bytes); stopped reading");
+                let line = format!("413 body crossed --max-body ({max} bytes); stopped reading");
+                limits.note(Noise::TooLarge, "chunked, over the limit", line);
                 text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
             }
             BodyError::Timeout => {
-                log::warn!("408 body not received within {}s", BODY_TIMEOUT.as_secs());
+                let line = format!("408 body not received within {}s", BODY_TIMEOUT.as_secs());
+                limits.note(Noise::TooSlow, "", line);
                 text(StatusCode::REQUEST_TIMEOUT, "body too slow\n")
             }
             BodyError::Broken(e) => {
-                log::info!("400 request body broken off: {e}");
+                limits.note(
+                    Noise::Broken,
+                    "",
+                    format!("400 request body broken off: {e}"),
+                );
                 text(StatusCode::BAD_REQUEST, "broken body\n")
             }
         })
@@ -152,17 +182,20 @@ struct Said {
     took: Duration,
 }
 
-/// A request stored as `rejected`: 401 or 403, except that a challenge is still answered.
-fn answer_rejected(status: u16, reason: &str, said: &Said) -> Response<Body> {
+/// A rejected request (stored or only counted): 401 or 403, except that a challenge is
+/// still answered. Logged at most once per 10 s per kind.
+fn answer_rejected(status: u16, reason: &str, said: &Said, limits: &Limits) -> Response<Body> {
     let took = said.took;
     if said.challenge.is_some() {
-        log::warn!(
+        let line = format!(
             "200 verify_webhook answered although {reason}: pushes will be rejected \
              until the client secret is fixed; in {took:.1?}"
         );
+        limits.note(Noise::UnsignedChallenge, "", line);
         return answer(said.challenge.as_ref(), "challenge");
     }
-    log::warn!("{status} rejected: {reason};{} in {took:.1?}", said.facts);
+    let line = format!("{status} rejected: {reason}{}", said.facts);
+    limits.note(Noise::of_rejected(status), "", line);
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
     text(code, "rejected\n")
 }
@@ -291,4 +324,17 @@ fn answer(challenge: Option<&serde_json::Value>, outcome: &str) -> Response<Body
         StatusCode::OK,
         serde_json::to_vec(&body).unwrap_or_default(),
     )
+}
+
+/// The method and path of a request that went astray, for its log line and for
+/// `coupond status`: quoted and escaped (the path is the sender's text), and cut short.
+fn asked_for(req: &Request<Incoming>) -> String {
+    const SHOWN: usize = 100;
+    let path = req.uri().path();
+    let cut = path
+        .char_indices()
+        .nth(SHOWN)
+        .map_or(path, |(i, _)| &path[..i]);
+    let more = if cut.len() < path.len() { "…" } else { "" };
+    format!("{} {cut:?}{more}", req.method())
 }

@@ -1,0 +1,578 @@
+//! What traffic that is not Douyin's may cost: at most one log line per 10 s per kind,
+//! rejected rows written at a bounded rate, and counts written instead (SPEC §3, "The
+//! tunnel is the internet").
+//!
+//! Whoever reaches the tunnel can send requests as fast as the link carries them, all from
+//! the tunnel's own address, so nothing here is per address. Three pure pieces, each
+//! given the time so that it can be tested without waiting:
+//!
+//! - [`Throttle`]: one kind of warning (401, 404, an evicted connection, ...). The first
+//!   after a quiet [`EVERY`] is logged at once, so an installer's test push shows up
+//!   immediately; the rest are counted and summed up in one line once [`EVERY`] is over.
+//! - [`Bucket`]: rejected rows are written [`REJECTED_BURST`] at once, then one per
+//!   [`REJECTED_REFILL`]. 401 and 403 have a bucket each: a 401 flood (anyone) never
+//!   crowds out 403s (only a holder of a configured secret can sign one).
+//! - a tally of what was not written: rejected requests over the rate, 404s, 413s, and
+//!   the repeats of a rejected body already stored (a sender's retries, kept as one row
+//!   with a count). [`run`] writes it through the writer at most once per [`EVERY`], the
+//!   first time at once.
+//!
+//! A rejected request is never answered 200 (bar the URL check, which stores nothing
+//! Douyin relies on), so leaving its row out loses nothing SPEC promises. Signed messages
+//! never come here: they are always committed before their 200.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::Level;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::server;
+use crate::shutdown::{self, Stop};
+use crate::store::{Counted, Repeated};
+use crate::time;
+use crate::writer::Writer;
+
+/// At most one line per kind, and one write of the counts, per this long.
+pub const EVERY: Duration = Duration::from_secs(10);
+/// Rejected rows written at once before the rate applies (per status).
+///
+/// A wrong secret rejects every real push; those rows are what `reverify` recovers, so
+/// a store's real traffic must fit: pushes come one per redemption (their retries are
+/// repeats, not rows), a few a minute at the busiest.
+pub const REJECTED_BURST: u32 = 30;
+/// One more rejected row may be written per this long (per status): 6 a minute.
+pub const REJECTED_REFILL: Duration = Duration::from_secs(10);
+/// Stored rejected bodies remembered, so that their repeats count on their row instead
+/// of writing again. The bucket bounds how many can be stored, so this rarely fills.
+const RECENT_CAP: usize = 1024;
+/// How long a stored rejected body is remembered (Douyin retries within seconds).
+const RECENT_FOR: Duration = Duration::from_secs(600);
+
+/// One kind of warning, logged at most once per [`EVERY`].
+#[derive(Debug)]
+pub struct Throttle {
+    level: Level,
+    last_line: Option<Instant>,
+    held: u64,
+    last: String,
+}
+
+impl Throttle {
+    pub fn new(level: Level) -> Throttle {
+        Throttle {
+            level,
+            last_line: None,
+            held: 0,
+            last: String::new(),
+        }
+    }
+
+    fn may_log(&self, now: Instant) -> bool {
+        self.last_line
+            .map_or(true, |t| now.saturating_duration_since(t) >= EVERY)
+    }
+
+    /// An event: the line to log now, or `None` when it is held for the summary.
+    pub fn event(&mut self, now: Instant, line: String) -> Option<String> {
+        if !self.may_log(now) {
+            self.held += 1;
+            self.last = line;
+            return None;
+        }
+        let out = match self.held {
+            0 => line,
+            n => format!(
+                "{line} (and {n} more like it in the last {})",
+                self.since(now)
+            ),
+        };
+        self.logged(now);
+        Some(out)
+    }
+
+    /// The summary of held events, once [`EVERY`] has passed since the last line (or
+    /// at once when `last`: the daemon is stopping).
+    pub fn tick(&mut self, now: Instant) -> Option<String> {
+        self.tick_or_last(now, false)
+    }
+
+    fn tick_or_last(&mut self, now: Instant, last: bool) -> Option<String> {
+        if self.held == 0 || !(last || self.may_log(now)) {
+            return None;
+        }
+        let last = std::mem::take(&mut self.last);
+        let out = match self.held - 1 {
+            0 => last,
+            n => format!(
+                "{last} (and {n} more like it in the last {})",
+                self.since(now)
+            ),
+        };
+        self.logged(now);
+        Some(out)
+    }
+
+    /// When [`Throttle::tick`] will have something to say.
+    pub fn due(&self) -> Option<Instant> {
+        // Held events always follow a logged line.
+        self.last_line.filter(|_| self.held > 0).map(|t| t + EVERY)
+    }
+
+    /// [`Throttle::event`], logged.
+    pub fn note(&mut self, now: Instant, line: String) {
+        let out = self.event(now, line);
+        self.log(out);
+    }
+
+    /// [`Throttle::tick`], logged; everything held when `last`.
+    pub fn flush(&mut self, now: Instant, last: bool) {
+        let out = self.tick_or_last(now, last);
+        self.log(out);
+    }
+
+    fn log(&self, line: Option<String>) {
+        if let Some(line) = line {
+            log::log!(self.level, "{line}");
+        }
+    }
+
+    fn since(&self, now: Instant) -> String {
+        let since = self
+            .last_line
+            .map_or(EVERY, |t| now.saturating_duration_since(t));
+        format!("{:.0?}", Duration::from_millis(since.as_millis() as u64))
+    }
+
+    fn logged(&mut self, now: Instant) {
+        self.last_line = Some(now);
+        self.held = 0;
+        self.last.clear();
+    }
+}
+
+/// A token bucket: `burst` at once, then one per `refill`.
+#[derive(Debug)]
+pub struct Bucket {
+    burst: u32,
+    refill: Duration,
+    tokens: u32,
+    since: Instant,
+}
+
+impl Bucket {
+    pub fn new(burst: u32, refill: Duration, now: Instant) -> Bucket {
+        Bucket {
+            burst,
+            refill,
+            tokens: burst,
+            since: now,
+        }
+    }
+
+    /// Takes a token if there is one.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.since);
+        // Capped at the burst, so that the multiplication below cannot overflow.
+        let earned =
+            (elapsed.as_nanos() / self.refill.as_nanos().max(1)).min(u128::from(self.burst)) as u32;
+        if earned > 0 {
+            self.tokens = (self.tokens + earned).min(self.burst);
+            self.since += self.refill * earned;
+        }
+        if self.tokens == self.burst {
+            // A full bucket earns nothing: start counting from now.
+            self.since = now;
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// The kinds of request that are logged at most once per [`EVERY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noise {
+    /// 401: missing or wrong signature.
+    Unsigned,
+    /// 403: signed for an app that is not configured.
+    UnknownApp,
+    /// A URL check with a bad signature, answered anyway.
+    UnsignedChallenge,
+    /// 404: another path.
+    NotFound,
+    /// 405: another method on the path.
+    Method,
+    /// 413: a body over `--max-body`.
+    TooLarge,
+    /// 408: a body that did not arrive in time.
+    TooSlow,
+    /// 400: a body broken off.
+    Broken,
+}
+
+impl Noise {
+    const ALL: [Noise; 8] = [
+        Noise::Unsigned,
+        Noise::UnknownApp,
+        Noise::UnsignedChallenge,
+        Noise::NotFound,
+        Noise::Method,
+        Noise::TooLarge,
+        Noise::TooSlow,
+        Noise::Broken,
+    ];
+
+    fn level(self) -> Level {
+        match self {
+            Noise::Method | Noise::Broken => Level::Info,
+            _ => Level::Warn,
+        }
+    }
+
+    /// The `counters` row that `coupond status` shows for it, if any.
+    fn counter(self) -> Option<&'static str> {
+        match self {
+            Noise::NotFound => Some(NOT_FOUND),
+            Noise::TooLarge => Some(TOO_LARGE),
+            _ => None,
+        }
+    }
+
+    /// The noise of a rejected request's status.
+    pub fn of_rejected(status: u16) -> Noise {
+        match status {
+            403 => Noise::UnknownApp,
+            _ => Noise::Unsigned,
+        }
+    }
+}
+
+/// `counters.name` of requests to another path.
+pub const NOT_FOUND: &str = "not_found";
+/// `counters.name` of bodies over `--max-body`.
+pub const TOO_LARGE: &str = "too_large";
+/// `counters.name` of rejected requests over the write rate, counted but not stored.
+pub const REJECTED_UNSTORED: &str = "rejected_unstored";
+
+/// A count not written yet.
+#[derive(Debug, Default)]
+struct Count {
+    n: i64,
+    last_at: String,
+    last_detail: String,
+}
+
+/// A stored rejected body, and its repeats not written yet.
+#[derive(Debug)]
+struct Recent {
+    repeats: i64,
+    last_at: String,
+    seen: Instant,
+}
+
+/// The webhook's limits, shared by its requests and the [`run`] task.
+pub struct Limits {
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+struct Inner {
+    throttles: Vec<Throttle>,
+    /// Rejected rows: 401, 403.
+    buckets: [Bucket; 2],
+    recent: HashMap<String, Recent>,
+    counts: HashMap<&'static str, Count>,
+    last_write: Option<Instant>,
+}
+
+impl Inner {
+    fn dirty(&self) -> bool {
+        !self.counts.is_empty() || self.recent.values().any(|r| r.repeats > 0)
+    }
+
+    fn count(&mut self, name: &'static str, detail: &str) {
+        let c = self.counts.entry(name).or_default();
+        c.n += 1;
+        c.last_at = time::now_rfc3339();
+        c.last_detail.clear();
+        c.last_detail.push_str(detail);
+    }
+
+    /// When the counts may next be written (`now`: at once), if there are any.
+    fn write_due(&self, now: Instant) -> Option<Instant> {
+        self.dirty()
+            .then(|| self.last_write.map_or(now, |t| (t + EVERY).max(now)))
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::new()
+    }
+}
+
+impl Limits {
+    pub fn new() -> Limits {
+        let now = Instant::now();
+        let bucket = || Bucket::new(REJECTED_BURST, REJECTED_REFILL, now);
+        Limits {
+            inner: Mutex::new(Inner {
+                throttles: Noise::ALL
+                    .iter()
+                    .map(|n| Throttle::new(n.level()))
+                    .collect(),
+                buckets: [bucket(), bucket()],
+                recent: HashMap::new(),
+                counts: HashMap::new(),
+                last_write: None,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Nothing panics while holding it; if something did, the data is still counts.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A request of kind `noise`: `line` is logged now or summed up later, and a kind
+    /// that `coupond status` shows is counted with `detail` (the path, the size).
+    pub fn note(&self, noise: Noise, detail: &str, line: String) {
+        let mut inner = self.lock();
+        if let Some(name) = noise.counter() {
+            inner.count(name, detail);
+        }
+        let i = Noise::ALL.iter().position(|n| *n == noise).unwrap_or(0);
+        inner.throttles[i].note(Instant::now(), line);
+        drop(inner);
+        self.wake.notify_one();
+    }
+
+    /// Whether a rejected request (`status` 401 or 403, whose body and signature give
+    /// `digest`) is written as a row. If not, it is counted: as a repeat of its row when
+    /// that body was stored recently, else as over the rate.
+    pub fn admit_rejected(&self, status: u16, digest: &str, reason: &str) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some(r) = inner.recent.get_mut(digest) {
+            r.repeats += 1;
+            r.last_at = time::now_rfc3339();
+            r.seen = now;
+            drop(inner);
+            self.wake.notify_one();
+            return false;
+        }
+        let bucket = usize::from(status == 403);
+        if inner.buckets[bucket].take(now) {
+            if inner.recent.len() < RECENT_CAP {
+                let recent = Recent {
+                    repeats: 0,
+                    last_at: String::new(),
+                    seen: now,
+                };
+                inner.recent.insert(digest.to_string(), recent);
+            }
+            return true;
+        }
+        inner.count(REJECTED_UNSTORED, &format!("{status} {reason}"));
+        drop(inner);
+        self.wake.notify_one();
+        false
+    }
+
+    /// When [`Limits::tick`] next has something to do.
+    fn due(&self) -> Option<Instant> {
+        let inner = self.lock();
+        inner
+            .throttles
+            .iter()
+            .filter_map(Throttle::due)
+            .chain(inner.write_due(Instant::now()))
+            .min()
+    }
+
+    /// Logs the summaries that are due; returns the counts to write, if due.
+    fn tick(&self, now: Instant, last: bool) -> Option<(Vec<Counted>, Vec<Repeated>)> {
+        let mut inner = self.lock();
+        for t in &mut inner.throttles {
+            t.flush(now, last);
+        }
+        inner
+            .recent
+            .retain(|_, r| r.repeats > 0 || now.saturating_duration_since(r.seen) < RECENT_FOR);
+        match inner.write_due(now) {
+            Some(t) if last || t <= now => {}
+            _ => return None,
+        }
+        inner.last_write = Some(now);
+        let counted = inner
+            .counts
+            .drain()
+            .map(|(name, c)| Counted {
+                name,
+                n: c.n,
+                last_at: c.last_at,
+                last_detail: c.last_detail,
+            })
+            .collect();
+        let repeated = inner
+            .recent
+            .iter_mut()
+            .filter(|(_, r)| r.repeats > 0)
+            .map(|(digest, r)| Repeated {
+                digest: digest.clone(),
+                n: std::mem::take(&mut r.repeats),
+                last_at: r.last_at.clone(),
+            })
+            .collect();
+        Some((counted, repeated))
+    }
+}
+
+/// Logs the held summaries and writes the counts, each when due, until `stop`; then
+/// writes what is left.
+pub async fn run(limits: Arc<Limits>, writer: Writer, mut stop: Stop) {
+    loop {
+        let due = limits.due();
+        tokio::select! {
+            _ = server::sleep_until(due) => {}
+            _ = limits.wake.notified() => {}
+            _ = shutdown::stopped(&mut stop) => break,
+        }
+        write(&limits, &writer, false).await;
+    }
+    write(&limits, &writer, true).await;
+}
+
+async fn write(limits: &Limits, writer: &Writer, last: bool) {
+    let Some((counted, repeated)) = limits.tick(Instant::now(), last) else {
+        return;
+    };
+    match writer
+        .call(move |s| s.add_counts(&counted, &repeated))
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => log::warn!("could not write the counts of refused requests: {e}"),
+        Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, secs: f64) -> Instant {
+        start + Duration::from_secs_f64(secs)
+    }
+
+    #[test]
+    fn a_throttle_logs_the_first_at_once_and_sums_up_the_rest_once_per_10s() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Level::Warn);
+        assert_eq!(t.event(t0, "a".into()).as_deref(), Some("a"));
+        assert_eq!(t.due(), None);
+        for i in 0..500 {
+            assert_eq!(t.event(at(t0, 0.01 * i as f64), format!("b{i}")), None);
+        }
+        assert_eq!(t.due(), Some(at(t0, 10.0)));
+        assert_eq!(t.tick(at(t0, 9.9)), None);
+        assert_eq!(
+            t.tick(at(t0, 10.0)).as_deref(),
+            Some("b499 (and 499 more like it in the last 10s)")
+        );
+        assert_eq!(t.tick(at(t0, 30.0)), None, "nothing held");
+        // One held event is logged as it is, late.
+        assert_eq!(t.event(at(t0, 15.0), "c".into()), None);
+        assert_eq!(t.tick(at(t0, 20.0)).as_deref(), Some("c"));
+        // A quiet spell: the next one is logged at once again.
+        assert_eq!(t.event(at(t0, 31.0), "d".into()).as_deref(), Some("d"));
+        // If the tick came late, the next event carries the count.
+        assert_eq!(t.event(at(t0, 32.0), "e".into()), None);
+        assert_eq!(
+            t.event(at(t0, 45.0), "f".into()).as_deref(),
+            Some("f (and 1 more like it in the last 14s)")
+        );
+    }
+
+    #[test]
+    fn a_throttle_never_logs_twice_within_10s_however_it_is_driven() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Level::Warn);
+        let mut lines = Vec::new();
+        for ms in (0..60_000).step_by(7) {
+            let now = at(t0, ms as f64 / 1000.0);
+            if t.event(now, "x".into()).is_some() {
+                lines.push(now);
+            }
+            if ms % 700 == 0 && t.tick(now).is_some() {
+                lines.push(now);
+            }
+        }
+        assert!((6..=7).contains(&lines.len()), "{}", lines.len());
+        for w in lines.windows(2) {
+            assert!(w[1] - w[0] >= EVERY);
+        }
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_one_per_refill() {
+        let t0 = Instant::now();
+        let mut b = Bucket::new(3, Duration::from_secs(10), t0);
+        let taken = (0..10).filter(|_| b.take(t0)).count();
+        assert_eq!(taken, 3);
+        assert!(!b.take(at(t0, 9.9)));
+        assert!(b.take(at(t0, 10.0)));
+        assert!(!b.take(at(t0, 10.1)));
+        // An hour of flood at 1000 a second gets one row per 10 s.
+        let taken = (0..3_600_000)
+            .filter(|i| b.take(at(t0, 10.1 + *i as f64 / 1000.0)))
+            .count();
+        assert_eq!(taken, 360);
+        // A quiet day refills only up to the burst.
+        let later = at(t0, 90_000.0);
+        assert_eq!((0..10).filter(|_| b.take(later)).count(), 3);
+    }
+
+    #[test]
+    fn repeats_of_a_stored_rejected_body_are_counted_not_stored_again() {
+        let limits = Limits::new();
+        assert!(limits.admit_rejected(401, "d1", "wrong signature"));
+        for _ in 0..3 {
+            assert!(!limits.admit_rejected(401, "d1", "wrong signature"));
+        }
+        let (counted, repeated) = limits.tick(Instant::now(), true).unwrap();
+        assert!(counted.is_empty());
+        assert_eq!(repeated.len(), 1);
+        assert_eq!((repeated[0].digest.as_str(), repeated[0].n), ("d1", 3));
+        assert!(limits.tick(Instant::now(), true).is_none(), "written once");
+    }
+
+    #[test]
+    fn a_flood_of_rejected_bodies_is_stored_up_to_the_burst_and_counted_past_it() {
+        let limits = Limits::new();
+        let stored = (0..1000)
+            .filter(|i| limits.admit_rejected(401, &format!("d{i}"), "wrong signature"))
+            .count();
+        assert_eq!(stored, REJECTED_BURST as usize);
+        // 403s have their own budget.
+        assert!(limits.admit_rejected(403, "other", "not configured"));
+        let (counted, _) = limits.tick(Instant::now(), false).unwrap();
+        assert_eq!(counted.len(), 1);
+        assert_eq!(counted[0].name, REJECTED_UNSTORED);
+        assert_eq!(counted[0].n, 1000 - REJECTED_BURST as i64);
+        assert_eq!(counted[0].last_detail, "401 wrong signature");
+        // Written at most once per EVERY: the next count waits.
+        limits.note(Noise::NotFound, "GET \"/x\"", "404".into());
+        assert!(limits.tick(Instant::now(), false).is_none());
+        assert!(limits.due().is_some());
+        let (counted, _) = limits.tick(Instant::now() + EVERY, false).unwrap();
+        assert_eq!((counted[0].name, counted[0].n), (NOT_FOUND, 1));
+        assert_eq!(counted[0].last_detail, "GET \"/x\"");
+    }
+}
