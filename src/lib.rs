@@ -4,8 +4,9 @@
 //! Three wings (ARCHITECTURE.md draws the same map):
 //!
 //! - **sources**, the ways in: [`sources::webhook`] (Douyin's HTTP push) behind the
-//!   shared accept loop in [`server`], with [`ratelimit`]: once-per-10-s warnings and a
-//!   bounded write rate for what is refused;
+//!   shared accept loop in [`server`] and its connection table [`conns`] (which closes
+//!   the connection idle longest when full), with [`ratelimit`]: once-per-10-s warnings
+//!   and a bounded write rate for what is refused;
 //! - **the core**, one path for every source: [`intake`] classifies the raw message
 //!   purely (with [`signature`] and [`wire`], Douyin's envelope and content), the
 //!   [`writer`] thread groups concurrent arrivals into one commit, and [`store`] holds
@@ -28,6 +29,7 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod conns;
 pub mod coupon;
 pub mod fuzzing;
 pub mod intake;

@@ -213,10 +213,12 @@ pub enum Noise {
     TooSlow,
     /// 400: a body broken off.
     Broken,
+    /// 503: large bodies in hand hold all the memory they may.
+    Busy,
 }
 
 impl Noise {
-    const ALL: [Noise; 8] = [
+    const ALL: [Noise; 9] = [
         Noise::Unsigned,
         Noise::UnknownApp,
         Noise::UnsignedChallenge,
@@ -225,6 +227,7 @@ impl Noise {
         Noise::TooLarge,
         Noise::TooSlow,
         Noise::Broken,
+        Noise::Busy,
     ];
 
     fn level(self) -> Level {

@@ -3,10 +3,12 @@
 //!
 //! Everything runs on the one runtime thread, so a connection must never be able to hold
 //! it: hyper reads headers with [`HEADER_TIMEOUT`] (also on idle keep-alive
-//! connections), handlers bound body reads, and at most [`MAX_CONNECTIONS`] are open at
-//! once (beyond that, new ones are closed at once rather than queued, so memory stays
-//! bounded). On shutdown the listener closes, open connections finish the request in hand
-//! and close, and stragglers are dropped after [`DRAIN`].
+//! connections), handlers bound body reads, and at most `capacity` connections are open
+//! at once. A newcomer that finds the table full closes the connection that has gone
+//! longest without a complete request ([`conns`](crate::conns)), so idle connections,
+//! however many, never keep a push out; evictions and failed accepts are logged at most
+//! once per 10 s ([`Throttle`]). On shutdown the listener closes, open connections finish
+//! the request in hand and close, and stragglers are dropped after [`DRAIN`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,8 +19,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use log::Level;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use bytes::Bytes;
@@ -26,17 +28,24 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
 use hyper::StatusCode;
 
+use crate::conns::Table;
+use crate::ratelimit::Throttle;
 use crate::shutdown::{self, Stop};
 
 pub type Body = Full<Bytes>;
 
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-pub const MAX_CONNECTIONS: usize = 256;
 pub const DRAIN: Duration = Duration::from_secs(5);
 
-/// Serves `handler` on `listener` until `stop` is given.
-pub async fn serve<H, F>(name: &'static str, listener: TcpListener, handler: H, mut stop: Stop)
-where
+/// Serves `handler` on `listener`, holding at most `capacity` connections, until `stop`
+/// is given.
+pub async fn serve<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    capacity: usize,
+    handler: H,
+    mut stop: Stop,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
     F: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
 {
@@ -47,34 +56,64 @@ where
         .max_buf_size(16 * 1024)
         .keep_alive(true);
     let builder = Arc::new(builder);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut table: Table<tokio::task::Id, tokio::task::AbortHandle> = Table::new(capacity);
+    let mut evicted = Throttle::new(Level::Warn);
+    let mut refused = Throttle::new(Level::Warn);
     let mut conns = JoinSet::new();
     loop {
-        while conns.try_join_next().is_some() {}
+        while let Some(done) = conns.try_join_next_with_id() {
+            table.remove(&done.map_or_else(|e| e.id(), |(id, ())| id));
+        }
+        let due = evicted.due().into_iter().chain(refused.due()).min();
         let accepted = tokio::select! {
             _ = shutdown::stopped(&mut stop) => break,
             accepted = listener.accept() => accepted,
+            _ = sleep_until(due) => {
+                let now = tokio::time::Instant::now();
+                evicted.flush(now, false);
+                refused.flush(now, false);
+                continue;
+            }
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of file descriptors and the like: do not spin.
-                log::warn!("{name}: accept failed: {e}");
+                let line = format!("{name}: accept failed (a connection refused): {e}");
+                refused.note(tokio::time::Instant::now(), line);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            log::warn!("{name}: {MAX_CONNECTIONS} connections open, closing a new one");
-            continue;
-        };
+        if table.is_full() {
+            if let Some((oldest, idle)) = table.evict_oldest() {
+                oldest.abort();
+                let line = format!(
+                    "{name}: {} connections open, closed the one that had sent no complete \
+                     request for longest ({idle:.1?}) to take a new one",
+                    table.capacity()
+                );
+                evicted.note(tokio::time::Instant::now(), line);
+            }
+        }
         let _ = stream.set_nodelay(true);
+        let stamp = table.stamp();
+        let answered = stamp.clone();
         let handler = handler.clone();
+        // Stamped when each response is ready: the request was complete (or refused).
+        let service = service_fn(move |req| {
+            let response = handler(req);
+            let answered = answered.clone();
+            async move {
+                let r = response.await;
+                answered.touch();
+                r
+            }
+        });
         let builder = builder.clone();
         let mut conn_stop = stop.clone();
-        conns.spawn(async move {
-            let _slot = slot;
-            let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
+        let handle = conns.spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -87,6 +126,7 @@ where
                 log::debug!("{name}: connection ended: {e}");
             }
         });
+        table.insert(handle.id(), stamp, handle);
     }
     drop(listener);
     let drained =

@@ -1,5 +1,6 @@
-//! SPEC §3, "The tunnel is the internet": floods of unsigned requests and wrong paths,
-//! all from one address, against the real binary. Plus the small things an installer
+//! SPEC §3, "The tunnel is the internet": idle connections by the thousand, stalled
+//! bodies, floods of unsigned requests and wrong paths, all from one address, against
+//! the real binary. Plus the small things an installer
 //! meets first: the answer names the outcome, a Notepad-saved secret file works, a wrong
 //! path is logged and counted.
 //!
@@ -8,13 +9,18 @@
 mod common;
 
 use common::*;
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Bytes the process has caused to be written to storage (`/proc/PID/io`).
 fn write_bytes(pid: u32) -> u64 {
     proc_field(&format!("/proc/{pid}/io"), "write_bytes:")
+}
+
+/// Resident memory in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    proc_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 fn proc_field(file: &str, name: &str) -> u64 {
@@ -24,6 +30,67 @@ fn proc_field(file: &str, name: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in {file}"))
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// The test opens more than a thousand sockets: make sure it may.
+fn allow_fds(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain data in and out of getrlimit/setrlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < n as _ {
+            lim.rlim_cur = lim.rlim_max.min(n as _);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// Opens `n` TCP connections that never send a byte.
+fn idle_connections(d: &Daemon, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| TcpStream::connect(d.addr).expect("connect"))
+        .collect()
+}
+
+/// Whether the server has closed `s` (it reads end of file or a reset within `wait`).
+fn closed_by_server(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 1];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}
+
+/// Waits (at most 10 s) until the daemon holds at least `n` file descriptors.
+fn wait_fds(pid: u32, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let open = open_fds(pid);
+        if open >= n || Instant::now() > deadline {
+            return open;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ten_pushes_each_within_a_second(d: &Daemon, tag: &str) {
+    for i in 0..10 {
+        let r = d.push(&coupon("verify", 1, &format!("{tag}-{i}")));
+        assert_eq!(r.status, 200, "push {i}: {r:?}\n{}", d.log_text());
+        assert!(
+            r.elapsed < Duration::from_secs(1),
+            "push {i} took {:?}",
+            r.elapsed
+        );
+    }
 }
 
 fn log_lines_with(d: &Daemon, needle: &str) -> usize {
@@ -51,6 +118,84 @@ fn wait_status(d: &Daemon, want: &str, wait: Duration) -> String {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn four_hundred_idle_connections_never_delay_a_valid_push_past_one_second() {
+    allow_fds(4096);
+    let dir = Scratch::new("idle-400");
+    let d = Daemon::start(&dir.0);
+    let pid = d.child.id();
+    let base = open_fds(pid);
+    let mut idle = idle_connections(&d, 400);
+    assert!(wait_fds(pid, base + 400) >= base + 400, "not all accepted");
+    ten_pushes_each_within_a_second(&d, "idle400");
+    // None of them was closed to make room: the table is far from full.
+    for s in idle.iter_mut().take(20) {
+        assert!(!closed_by_server(s, Duration::from_millis(20)));
+    }
+}
+
+#[test]
+fn a_full_connection_table_closes_the_longest_idle_ones_not_the_newcomer() {
+    allow_fds(4096);
+    let dir = Scratch::new("idle-full");
+    let d = Daemon::start(&dir.0);
+    let pid = d.child.id();
+    let base = open_fds(pid);
+    let rss_before = rss_kib(pid);
+    let mut first = idle_connections(&d, 1024);
+    let held = wait_fds(pid, base + 1024);
+    let rss_full = rss_kib(pid);
+    eprintln!(
+        "RSS {rss_before} KiB with no connection, {rss_full} KiB with {} idle connections \
+         ({} KiB each)",
+        held - base,
+        (rss_full.saturating_sub(rss_before)) / (held - base).max(1) as u64
+    );
+    assert!(
+        held >= base + 1024,
+        "the daemon holds {} of 1024",
+        held - base
+    );
+    assert!(
+        rss_full - rss_before < 32 * 1024,
+        "1024 idle connections cost {} KiB",
+        rss_full - rss_before
+    );
+    // 100 more: the table is full, so the oldest idle ones make room.
+    let mut newer = idle_connections(&d, 100);
+    ten_pushes_each_within_a_second(&d, "full");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut oldest_closed = 0;
+    for s in first.iter_mut().take(100) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if closed_by_server(s, left.max(Duration::from_millis(10))) {
+            oldest_closed += 1;
+        }
+    }
+    assert!(
+        oldest_closed >= 100,
+        "only {oldest_closed} of the oldest 100 were closed"
+    );
+    for s in newer.iter_mut().chain(first.iter_mut().skip(300)).take(200) {
+        assert!(
+            !closed_by_server(s, Duration::from_millis(5)),
+            "a newer connection was closed"
+        );
+    }
+    // 110 evictions, one log line (the rest are summed up after 10 s).
+    assert!(
+        d.wait_log("connections open", Duration::from_secs(2)),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        log_lines_with(&d, "connections open"),
+        1,
+        "{}",
+        d.log_text()
+    );
 }
 
 /// One HTTP/1.1 request on a keep-alive connection: an unsigned POST of `body` to the
@@ -299,4 +444,43 @@ fn the_200_names_the_outcome_and_send_prints_it() {
     let again = send("1700000001");
     assert!(again.contains("outcome duplicate"), "{again}");
     assert!(again.contains("nothing is printed"), "{again}");
+}
+
+#[test]
+fn stalled_large_bodies_on_hundreds_of_connections_hold_little_memory() {
+    allow_fds(4096);
+    let dir = Scratch::new("stalled-bodies");
+    let d = Daemon::start(&dir.0);
+    let pid = d.child.id();
+    let before = rss_kib(pid);
+    // Each sends most of a 64 KiB body, then stalls (until the 10 s body timeout).
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n{}",
+        "x".repeat(60_000)
+    );
+    let stalled: Vec<TcpStream> = (0..600)
+        .map(|_| {
+            let mut s = TcpStream::connect(d.addr).unwrap();
+            // A refused one is closed by the daemon: that is fine.
+            let _ = s.write_all(head.as_bytes());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = rss_kib(pid);
+    eprintln!(
+        "RSS {before} KiB before, {during} KiB with {} stalled 60 KB bodies",
+        stalled.len()
+    );
+    ten_pushes_each_within_a_second(&d, "stalled");
+    assert!(
+        during - before < 40 * 1024,
+        "stalled bodies hold {} KiB",
+        during - before
+    );
+    assert!(
+        d.wait_log("503 body of over 4 KiB refused", Duration::from_secs(2)),
+        "{}",
+        d.log_text()
+    );
 }

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::commands::reverify;
 use crate::config::ServeConfig;
+use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::ratelimit::{self, Limits};
@@ -85,10 +86,12 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         apps: cfg.apps.clone(),
         writer: writer.clone(),
         limits,
+        bodies: BodyPool::new(BODY_POOL),
     });
     let webhook = server::serve(
         "webhook",
         listener,
+        webhook_connections(),
         move |req| webhook::handle(hook.clone(), req),
         stop.clone(),
     );
@@ -177,6 +180,7 @@ fn spawn_beside_webhook(
         tasks.spawn(server::serve(
             "display",
             listener,
+            DISPLAY_CONNECTIONS,
             move |req| display::handle(feed.clone(), page_stop.clone(), req),
             stop.clone(),
         ));
@@ -197,6 +201,20 @@ async fn close(writer: Writer, db_thread: JoinHandle<()>) {
     drop(writer);
     let _ = tokio::task::spawn_blocking(move || db_thread.join()).await;
     log::info!("stopped; database closed");
+}
+
+/// How many connections the webhook port holds: [`WEBHOOK_CONNECTIONS`], unless the file
+/// descriptor limit cannot be raised that far (then said once, with what to raise).
+fn webhook_connections() -> usize {
+    let allowed = conns::fit_fd_limit(WEBHOOK_CONNECTIONS + DISPLAY_CONNECTIONS);
+    let n = allowed.saturating_sub(DISPLAY_CONNECTIONS).max(16);
+    if n < WEBHOOK_CONNECTIONS {
+        log::warn!(
+            "the file descriptor limit allows {n} webhook connections, not {WEBHOOK_CONNECTIONS}: \
+             raise LimitNOFILE= (ulimit -n) to 2048"
+        );
+    }
+    n
 }
 
 /// Binds the display port and seeds its feed from the database.

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::conns::{BodyPool, BODY_FREE};
 use crate::intake::{self, Apps, Intake, Kind};
 use crate::ratelimit::{Limits, Noise};
 use crate::server::{closing, json, text, Body};
@@ -41,6 +42,8 @@ pub struct Webhook {
     pub writer: Writer,
     /// What traffic that is not Douyin's may cost in log lines and writes.
     pub limits: Arc<Limits>,
+    /// What request bodies may hold in memory together.
+    pub bodies: BodyPool,
 }
 
 /// Answers one request on the webhook port: route, read, classify, commit, answer.
@@ -59,7 +62,7 @@ pub async fn handle(
             .map(String::from)
     };
     let (msg_id, signature) = (header("msg-id"), header("x-douyin-signature"));
-    let body = match read_limited(req, hook.max_body, &hook.limits).await {
+    let body = match read_limited(req, &hook).await {
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
@@ -130,14 +133,11 @@ fn route(hook: &Webhook, req: &Request<Incoming>) -> Option<Response<Body>> {
     None
 }
 
-/// The body, within `max` bytes and [`BODY_TIMEOUT`]; else the refusal to send (413
-/// unread when the declared length is too large, 413, 408 or 400 part way), which
-/// closes the connection.
-async fn read_limited(
-    req: Request<Incoming>,
-    max: usize,
-    limits: &Limits,
-) -> Result<Vec<u8>, Response<Body>> {
+/// The body, within `--max-body` bytes, [`BODY_TIMEOUT`] and the [`BodyPool`]; else the
+/// refusal to send (413 unread when the declared length is too large, 413, 408, 400 or
+/// 503 part way), which closes the connection.
+async fn read_limited(req: Request<Incoming>, hook: &Webhook) -> Result<Vec<u8>, Response<Body>> {
+    let (max, limits) = (hook.max_body, &hook.limits);
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -151,28 +151,42 @@ async fn read_limited(
             "body too large\n",
         )));
     }
-    read_body(req.into_body(), max).await.map_err(|e| {
-        closing(match e {
-            BodyError::TooLarge => {
-                let line = format!("413 body crossed --max-body ({max} bytes); stopped reading");
-                limits.note(Noise::TooLarge, "chunked, over the limit", line);
-                text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
-            }
-            BodyError::Timeout => {
-                let line = format!("408 body not received within {}s", BODY_TIMEOUT.as_secs());
-                limits.note(Noise::TooSlow, "", line);
-                text(StatusCode::REQUEST_TIMEOUT, "body too slow\n")
-            }
-            BodyError::Broken(e) => {
-                limits.note(
-                    Noise::Broken,
-                    "",
-                    format!("400 request body broken off: {e}"),
-                );
-                text(StatusCode::BAD_REQUEST, "broken body\n")
-            }
-        })
-    })
+    read_body(req.into_body(), max, &hook.bodies)
+        .await
+        .map_err(|e| closing(unread(e, hook)))
+}
+
+/// The answer to a body that could not be read whole, logged at most once per 10 s per
+/// kind.
+fn unread(e: BodyError, hook: &Webhook) -> Response<Body> {
+    let (max, limits) = (hook.max_body, &hook.limits);
+    match e {
+        BodyError::Busy => {
+            let line = format!(
+                "503 body of over {} KiB refused: large bodies in hand already hold {} MiB \
+                 (a flood of them?)",
+                BODY_FREE / 1024,
+                hook.bodies.used() / (1024 * 1024)
+            );
+            limits.note(Noise::Busy, "", line);
+            text(StatusCode::SERVICE_UNAVAILABLE, "busy, retry\n")
+        }
+        BodyError::TooLarge => {
+            let line = format!("413 body crossed --max-body ({max} bytes); stopped reading");
+            limits.note(Noise::TooLarge, "chunked, over the limit", line);
+            text(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n")
+        }
+        BodyError::Timeout => {
+            let line = format!("408 body not received within {}s", BODY_TIMEOUT.as_secs());
+            limits.note(Noise::TooSlow, "", line);
+            text(StatusCode::REQUEST_TIMEOUT, "body too slow\n")
+        }
+        BodyError::Broken(e) => {
+            let line = format!("400 request body broken off: {e}");
+            limits.note(Noise::Broken, "", line);
+            text(StatusCode::BAD_REQUEST, "broken body\n")
+        }
+    }
 }
 
 /// What the answer's log line says besides the outcome.
@@ -291,13 +305,18 @@ impl std::fmt::Display for Facts {
 
 enum BodyError {
     TooLarge,
+    /// Bodies in hand hold the whole [`BodyPool`].
+    Busy,
     Timeout,
     Broken(hyper::Error),
 }
 
-async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, BodyError> {
+/// Reads a body of at most `max` bytes; what its buffer holds beyond [`BODY_FREE`] is
+/// covered by a share of `pool`, given back when reading ends.
+async fn read_body(mut body: Incoming, max: usize, pool: &BodyPool) -> Result<Vec<u8>, BodyError> {
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     let mut buf = Vec::new();
+    let mut share = pool.share();
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => return Err(BodyError::Timeout),
@@ -306,8 +325,17 @@ async fn read_body(mut body: Incoming, max: usize) -> Result<Vec<u8>, BodyError>
             Ok(Some(Ok(frame))) => frame,
         };
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > max {
+            let need = buf.len() + data.len();
+            if need > max {
                 return Err(BodyError::TooLarge);
+            }
+            if need > buf.capacity() {
+                // Doubling, as Vec would, but only as far as the share covers.
+                let capacity = need.max(buf.capacity() * 2).min(max);
+                if !share.cover(capacity) {
+                    return Err(BodyError::Busy);
+                }
+                buf.reserve_exact(capacity - buf.len());
             }
             buf.extend_from_slice(&data);
         }
