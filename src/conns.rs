@@ -14,10 +14,10 @@
 //! answered (the request was complete, or it was refused). The scan for the oldest is
 //! linear; at 1,024 entries that is a few microseconds, only when the table is full.
 //!
-//! Memory: a full table of idle connections costs ~14 MiB (hyper's buffers). Bodies are
+//! Memory: a full table of idle connections costs ~13 MiB (hyper's buffers). Bodies are
 //! what could cost more: 1,024 connections each sending most of a 64 KiB body and then
 //! stalling held 150 MB (measured), past the unit's `MemoryMax=`, so the kernel would
-//! kill the daemon. Real pushes are under 1 KiB, so each body may hold [`BODY_FREE`]
+//! kill the daemon; with the pool the peak is 55 MB (release build). Real pushes are under 1 KiB, so each body may hold [`BODY_FREE`]
 //! freely, and what any body holds beyond that comes from one [`BodyPool`]: a flood of
 //! large bodies gets 503s, pushes are untouched.
 
