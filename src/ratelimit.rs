@@ -290,15 +290,14 @@ struct Inner {
     buckets: [Bucket; 2],
     recent: HashMap<String, Recent>,
     counts: HashMap<&'static str, Count>,
+    /// Whether `counts` or a `recent` entry holds something not written yet.
+    dirty: bool,
     last_write: Option<Instant>,
 }
 
 impl Inner {
-    fn dirty(&self) -> bool {
-        !self.counts.is_empty() || self.recent.values().any(|r| r.repeats > 0)
-    }
-
     fn count(&mut self, name: &'static str, detail: &str) {
+        self.dirty = true;
         let c = self.counts.entry(name).or_default();
         c.n += 1;
         c.last_at = time::now_rfc3339();
@@ -308,7 +307,7 @@ impl Inner {
 
     /// When the counts may next be written (`now`: at once), if there are any.
     fn write_due(&self, now: Instant) -> Option<Instant> {
-        self.dirty()
+        self.dirty
             .then(|| self.last_write.map_or(now, |t| (t + EVERY).max(now)))
     }
 }
@@ -332,6 +331,7 @@ impl Limits {
                 buckets: [bucket(), bucket()],
                 recent: HashMap::new(),
                 counts: HashMap::new(),
+                dirty: false,
                 last_write: None,
             }),
             wake: Notify::new(),
@@ -347,13 +347,18 @@ impl Limits {
     /// that `coupond status` shows is counted with `detail` (the path, the size).
     pub fn note(&self, noise: Noise, detail: &str, line: String) {
         let mut inner = self.lock();
+        let i = Noise::ALL.iter().position(|n| *n == noise).unwrap_or(0);
+        // The run task sleeps until the next thing due; wake it only when that may now
+        // come sooner (not for every request of a flood).
+        let sooner = (!inner.dirty && noise.counter().is_some()) || inner.throttles[i].held == 0;
         if let Some(name) = noise.counter() {
             inner.count(name, detail);
         }
-        let i = Noise::ALL.iter().position(|n| *n == noise).unwrap_or(0);
         inner.throttles[i].note(Instant::now(), line);
         drop(inner);
-        self.wake.notify_one();
+        if sooner {
+            self.wake.notify_one();
+        }
     }
 
     /// Whether a rejected request (`status` 401 or 403, whose body and signature give
@@ -362,12 +367,16 @@ impl Limits {
     pub fn admit_rejected(&self, status: u16, digest: &str, reason: &str) -> bool {
         let now = Instant::now();
         let mut inner = self.lock();
+        let sooner = !inner.dirty;
         if let Some(r) = inner.recent.get_mut(digest) {
             r.repeats += 1;
             r.last_at = time::now_rfc3339();
             r.seen = now;
+            inner.dirty = true;
             drop(inner);
-            self.wake.notify_one();
+            if sooner {
+                self.wake.notify_one();
+            }
             return false;
         }
         let bucket = usize::from(status == 403);
@@ -384,7 +393,9 @@ impl Limits {
         }
         inner.count(REJECTED_UNSTORED, &format!("{status} {reason}"));
         drop(inner);
-        self.wake.notify_one();
+        if sooner {
+            self.wake.notify_one();
+        }
         false
     }
 
@@ -413,6 +424,7 @@ impl Limits {
             _ => return None,
         }
         inner.last_write = Some(now);
+        inner.dirty = false;
         let counted = inner
             .counts
             .drain()
