@@ -270,7 +270,8 @@ fn an_unsigned_flood_costs_a_few_megabytes_of_flash_and_a_few_log_lines() {
         written,
         written / 1_000_000
     );
-    assert!(answered > 1000, "the flood hardly ran: {answered}");
+    // Natively thousands; under qemu-user (cross/test-arm) hundreds, the sender emulated too.
+    assert!(answered > 100, "the flood hardly ran: {answered}");
     assert!(written < 50_000_000, "the flood wrote {written} bytes");
     assert!(log_grew < 200_000, "the log grew {log_grew} bytes");
 
