@@ -15,6 +15,9 @@
 //! - **sinks**, the ways out: the [`outbox`] delivers the jobs after the answer through
 //!   [`sinks`] (the receipt printer, the counter display, a hook, or the log).
 //!
+//! Beside them, [`douyin`] (a client for two calls of Douyin's Open Platform) over
+//! [`tls`] (the one TLS client configuration).
+//!
 //! Around them: [`config`] (flags and environment, validated once), [`cli`] and
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task
 //! shares), [`notify`] (systemd READY, watchdog, STATUS), [`retention`] (pruning old
@@ -31,6 +34,7 @@ pub mod commands;
 pub mod config;
 pub mod conns;
 pub mod coupon;
+pub mod douyin;
 pub mod fuzzing;
 pub mod intake;
 pub mod notify;
@@ -45,6 +49,7 @@ pub mod sinks;
 pub mod sources;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod url;
 pub mod wire;
 pub mod writer;

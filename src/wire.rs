@@ -134,7 +134,7 @@ fn certificate(content: &Map<String, Value>) -> Result<CertificateMsg, String> {
 }
 
 /// A string field, also when a sender wrote it as a number.
-fn text(v: Option<&Value>) -> Option<String> {
+pub(crate) fn text(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -143,7 +143,7 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 /// An integer field, also when a sender wrote it as a string (`"1665991178"`).
-fn integer(v: &Value) -> Option<i64> {
+pub(crate) fn integer(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse().ok(),
