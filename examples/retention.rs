@@ -95,6 +95,8 @@ fn main() {
                                 account_id: Some("6900000000001".into()),
                             }),
                         }),
+                        source: coupond::store::Source::Push,
+                        dedup: None,
                     }
                 })
                 .collect();

@@ -6,7 +6,9 @@
 //! - **sources**, the ways in: [`sources::webhook`] (Douyin's HTTP push) behind the
 //!   shared accept loop in [`server`] and its connection table [`conns`] (which closes
 //!   the connection idle longest when full), with [`ratelimit`]: once-per-10-s warnings
-//!   and a bounded write rate for what is refused;
+//!   and a bounded write rate for what is refused; and [`sources::catchup`] (coupons
+//!   whose push never arrived, from Douyin's verify-record API, through [`douyin`] over
+//!   [`tls`]);
 //! - **the core**, one path for every source: [`intake`] classifies the raw message
 //!   purely (with [`signature`] and [`wire`], Douyin's envelope and content), the
 //!   [`writer`] thread groups concurrent arrivals into one commit, and [`store`] holds
@@ -14,9 +16,6 @@
 //!   message, applies [`coupon`]'s state rule and queues output jobs;
 //! - **sinks**, the ways out: the [`outbox`] delivers the jobs after the answer through
 //!   [`sinks`] (the receipt printer, the counter display, a hook, or the log).
-//!
-//! Beside them, [`douyin`] (a client for two calls of Douyin's Open Platform) over
-//! [`tls`] (the one TLS client configuration).
 //!
 //! Around them: [`config`] (flags and environment, validated once), [`cli`] and
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task

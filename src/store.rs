@@ -142,6 +142,22 @@ CREATE TABLE counters (
     last_detail TEXT              -- e.g. the path a 404 asked for
 );
 "#,
+    r#"
+-- Catch-up (SPEC §11): how each message came, and how far the sweeps have got.
+ALTER TABLE messages ADD COLUMN source TEXT NOT NULL DEFAULT 'push'
+    CHECK (source IN ('push','reconcile','mqtt','test'));
+CREATE TABLE catchup (
+    account_id      TEXT PRIMARY KEY,
+    swept_to        INTEGER,  -- Unix s: everything before it has been swept, no gap
+    sweep_at        TEXT,     -- when the last complete sweep ended
+    sweep_start     INTEGER,  -- its window (Unix s)
+    sweep_end       INTEGER,
+    sweep_records   INTEGER,  -- records it saw
+    sweep_recovered INTEGER,  -- messages it applied (coupons Douyin had not pushed)
+    error           TEXT,     -- the last failed sweep's reason (never a secret or token)
+    error_at        TEXT
+);
+"#,
 ];
 
 pub type Result<T> = rusqlite::Result<T>;
@@ -174,6 +190,46 @@ pub struct Arrival {
     pub signature: Option<String>,
     pub body: Vec<u8>,
     pub intake: Intake,
+    pub source: Source,
+    /// The dedup key (`body_sha1`) when it is not the sha1 of `body`: for a recovered
+    /// record, the digest of (`verify_id`, action, time).
+    pub dedup: Option<String>,
+}
+
+/// How a message came (`messages.source`, SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A webhook push.
+    Push,
+    /// A record of Douyin's verify-record API, recovered by catch-up.
+    Reconcile,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Push, Source::Reconcile];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Push => "push",
+            Source::Reconcile => "reconcile",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One account's catch-up, as `coupond status` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct CatchupRow {
+    pub account_id: String,
+    pub sweep_at: Option<String>,
+    pub window: Option<(i64, i64)>,
+    pub records: i64,
+    pub recovered: i64,
+    /// (when, why) of the last failed sweep.
+    pub error: Option<(String, String)>,
 }
 
 /// What the store did with one arrival.
@@ -215,8 +271,18 @@ pub struct JobEvent {
     pub msg_time: i64,
     pub log_id: Option<String>,
     pub received_at: String,
-    /// Douyin's raw body, for hooks that want every field.
+    /// Douyin's raw body, for hooks that want every field (a recovered record's JSON
+    /// when `source` is `Reconcile`).
     pub body: String,
+    /// A push, or a coupon recovered by catch-up (marked 补录).
+    pub source: Source,
+}
+
+impl JobEvent {
+    /// Recovered by catch-up rather than pushed: receipts and the display say 补录.
+    pub fn recovered(&self) -> bool {
+        self.source == Source::Reconcile
+    }
 }
 
 /// One delivery attempt of output job `id`.
@@ -289,6 +355,9 @@ pub struct Summary {
     pub last_message: Option<(String, Outcome, Option<Action>, Option<String>)>,
     pub last_rejected: Option<(String, i64, String)>,
     pub counters: Vec<CounterRow>,
+    pub catchup: Vec<CatchupRow>,
+    /// Messages catch-up applied, in all.
+    pub recovered: i64,
 }
 
 /// A `counters` row: requests counted rather than stored.
@@ -413,7 +482,7 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
-                    m.received_at, CAST(m.body AS TEXT)
+                    m.received_at, CAST(m.body AS TEXT), m.source
              FROM outputs o JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'pending' AND o.sink = ?1
              ORDER BY o.id LIMIT ?2",
@@ -435,6 +504,7 @@ impl Store {
                     log_id: r.get(11)?,
                     received_at: r.get(12)?,
                     body: r.get(13)?,
+                    source: r.get(14)?,
                 },
             })
         })?;
@@ -708,7 +778,103 @@ impl Store {
                 )
                 .optional()?,
             counters,
+            catchup: self.catchup_rows()?,
+            recovered: c.query_row(
+                "SELECT count(*) FROM messages WHERE source = 'reconcile' AND outcome = 'applied'",
+                [],
+                |r| r.get(0),
+            )?,
         })
+    }
+
+    /// The end of the time catch-up has swept for `account_id` without a gap.
+    pub fn catchup_swept_to(&self, account_id: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT swept_to FROM catchup WHERE account_id = ?1",
+                [account_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// A sweep step is done: everything before `swept_to` has been applied.
+    pub fn catchup_step_done(&mut self, account_id: &str, swept_to: i64) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO catchup (account_id, swept_to) VALUES (?1, ?2)
+                 ON CONFLICT (account_id) DO UPDATE SET swept_to = excluded.swept_to",
+            )?
+            .execute(params![account_id, swept_to])?;
+        Ok(())
+    }
+
+    /// A whole sweep is done, at `at` (RFC 3339).
+    pub fn catchup_sweep_done(
+        &mut self,
+        account_id: &str,
+        at: &str,
+        window: (i64, i64),
+        records: i64,
+        recovered: i64,
+    ) -> Result<()> {
+        let (start, end) = window;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO catchup (account_id, sweep_at, sweep_start, sweep_end, sweep_records,
+                                      sweep_recovered) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (account_id) DO UPDATE SET sweep_at = excluded.sweep_at,
+                     sweep_start = excluded.sweep_start, sweep_end = excluded.sweep_end,
+                     sweep_records = excluded.sweep_records,
+                     sweep_recovered = excluded.sweep_recovered",
+            )?
+            .execute(params![account_id, at, start, end, records, recovered])?;
+        Ok(())
+    }
+
+    /// A sweep failed with `error` at `at` (RFC 3339).
+    pub fn catchup_error(&mut self, account_id: &str, error: &str, at: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO catchup (account_id, error, error_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account_id) DO UPDATE SET error = excluded.error,
+                     error_at = excluded.error_at",
+            )?
+            .execute(params![account_id, error, at])?;
+        Ok(())
+    }
+
+    /// Every account's catch-up state.
+    pub fn catchup_rows(&self) -> Result<Vec<CatchupRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT account_id, sweep_at, sweep_start, sweep_end, sweep_records, sweep_recovered,
+                    error, error_at
+             FROM catchup ORDER BY account_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let window = match (r.get::<_, Option<i64>>(2)?, r.get::<_, Option<i64>>(3)?) {
+                (Some(s), Some(e)) => Some((s, e)),
+                _ => None,
+            };
+            let error = match (
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ) {
+                (Some(e), Some(at)) => Some((at, e)),
+                _ => None,
+            };
+            Ok(CatchupRow {
+                account_id: r.get(0)?,
+                sweep_at: r.get(1)?,
+                window,
+                records: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                recovered: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                error,
+            })
+        })?;
+        rows.collect()
     }
 }
 
@@ -766,7 +932,10 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
         }
         Intake::Message(m) => m,
     };
-    let sha1 = sha1_smol::Sha1::from(&a.body).digest().to_string();
+    let sha1 = match &a.dedup {
+        Some(key) => key.clone(),
+        None => sha1_smol::Sha1::from(&a.body).digest().to_string(),
+    };
     let redelivered = tx
         .prepare_cached(
             "UPDATE messages SET deliveries = deliveries + 1, last_received_at = ?2
@@ -870,8 +1039,8 @@ fn insert_message(
     tx.prepare_cached(
         "INSERT INTO messages (received_at, msg_id, log_id, event, client_key, action,
                                certificate_id, msg_time, outcome, error, body, body_sha1,
-                               last_received_at, order_id, code, account_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?1, ?13, ?14, ?15)",
+                               last_received_at, order_id, code, account_id, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?1, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         a.received_at,
@@ -889,6 +1058,7 @@ fn insert_message(
         cert.and_then(|c| c.order_id.as_ref()),
         cert.and_then(|c| c.code.as_ref()),
         cert.and_then(|c| c.account_id.as_ref()),
+        a.source,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -1006,6 +1176,7 @@ sql_word!(Action, "action", Action::as_str, Action::parse);
 sql_word!(Status, "status", Status::as_str, Status::parse);
 sql_word!(Outcome, "outcome", Outcome::as_str, Outcome::parse);
 sql_word!(SinkKind, "sink", SinkKind::name, SinkKind::parse);
+sql_word!(Source, "source", Source::as_str, Source::parse);
 
 #[cfg(test)]
 mod tests {
@@ -1046,6 +1217,22 @@ mod tests {
         for outcome in Outcome::ALL {
             let got: Outcome = c.query_row("SELECT ?1", [outcome], |r| r.get(0)).unwrap();
             assert_eq!(got, outcome);
+        }
+        for (i, source) in Source::ALL.into_iter().enumerate() {
+            c.execute(
+                "INSERT INTO messages (received_at, outcome, body, body_sha1, last_received_at, source)
+                 VALUES ('now', 'applied', '{}', ?1, 'now', ?2)",
+                params![format!("s{i}"), source],
+            )
+            .unwrap();
+            let got: Source = c
+                .query_row(
+                    "SELECT source FROM messages WHERE body_sha1 = ?1",
+                    [format!("s{i}")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(got, source);
         }
         for action in Action::ALL {
             c.execute(

@@ -74,12 +74,22 @@ impl Writer {
 
     /// Records one arrival; resolves once it is committed (or the commit failed).
     pub async fn ingest(&self, arrival: Arrival) -> Result<Ack, String> {
+        let rx = self.submit(arrival).await.map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| Closed.to_string())?
+    }
+
+    /// Queues one arrival and returns at once with the receiver of its answer, so a
+    /// caller can queue several (catch-up) and have them committed together, in order.
+    pub async fn submit(
+        &self,
+        arrival: Arrival,
+    ) -> Result<oneshot::Receiver<Result<Ack, String>>, Closed> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Ingest(Box::new(arrival), reply))
             .await
-            .map_err(|_| Closed.to_string())?;
-        rx.await.map_err(|_| Closed.to_string())?
+            .map_err(|_| Closed)?;
+        Ok(rx)
     }
 
     /// Runs `f` on the writer thread, between batches.

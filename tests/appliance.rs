@@ -76,19 +76,16 @@ fn systemd_analyze() -> Option<&'static str> {
         .then_some("systemd-analyze")
 }
 
-#[test]
-fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5_and_verifies_clean() {
-    let tool = systemd_analyze()
-        .expect("needs systemd-analyze (Debian package systemd; ./run-tests installs it as root)");
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/coupond.service");
+/// `systemd-analyze security`'s overall exposure level for `unit`, and its report.
+fn exposure(tool: &str, unit: &Path) -> (f64, String) {
     let out = Command::new(tool)
         .args(["security", "--offline=yes"])
-        .arg(&unit)
+        .arg(unit)
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let level: f64 = text
+    let level = text
         .lines()
         .find_map(|l| {
             l.split("Overall exposure level for coupond.service:")
@@ -96,6 +93,15 @@ fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5_and_verifies_clean() {
         })
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    (level, text)
+}
+
+#[test]
+fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5_and_verifies_clean() {
+    let tool = systemd_analyze()
+        .expect("needs systemd-analyze (Debian package systemd; ./run-tests installs it as root)");
+    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/coupond.service");
+    let (level, text) = exposure(tool, &unit);
     assert!(level <= 1.5, "exposure {level}:\n{text}");
 
     // verify checks that ExecStart= exists: point a copy at the binary under test.
@@ -116,6 +122,29 @@ fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5_and_verifies_clean() {
         out.status.success() && text.trim().is_empty(),
         "systemd-analyze verify:\n{text}"
     );
+}
+
+/// Catch-up needs the internet (SPEC §11); its drop-in lifts the IP restriction only,
+/// and the unit with it is still hardened.
+#[test]
+fn the_catch_up_drop_in_lifts_only_the_ip_restriction() {
+    let tool = systemd_analyze().expect("needs systemd-analyze");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dropin = std::fs::read_to_string(root.join("systemd/coupond-catchup.conf")).unwrap();
+    let settings: Vec<&str> = dropin
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(settings, ["[Service]", "IPAddressAllow=any"]);
+    // What systemd makes of the unit with the drop-in: the same unit, one line more.
+    let dir = Scratch::new("unit-catchup");
+    let copy = dir.path("coupond.service");
+    let unit = std::fs::read_to_string(root.join("systemd/coupond.service")).unwrap();
+    std::fs::write(&copy, unit + "IPAddressAllow=any\n").unwrap();
+    let (level, text) = exposure(tool, &copy);
+    eprintln!("exposure with the catch-up drop-in: {level}");
+    assert!(level <= 1.5, "exposure {level}:\n{text}");
 }
 
 #[test]

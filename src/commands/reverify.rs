@@ -9,7 +9,7 @@
 
 use crate::config::ReverifyConfig;
 use crate::intake::{self, Apps, Intake};
-use crate::store::{Ack, Arrival, OutputPlan, Store};
+use crate::store::{Ack, Arrival, OutputPlan, Source, Store};
 
 /// What a pass found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub fn pass(store: &mut Store, apps: &Apps, plan: &OutputPlan) -> Result<Report,
                     signature: row.signature,
                     body: row.body,
                     intake,
+                    source: Source::Push,
+                    dedup: None,
                 },
             ));
         }

@@ -1,5 +1,5 @@
 //! `coupond serve`: opens the database, binds the port, and runs the receiver, the
-//! outbox and (when configured) the display until SIGTERM or SIGINT.
+//! outbox and (when configured) the display and catch-up until SIGTERM or SIGINT.
 //!
 //! Start-up order matters for systemd's `Type=notify`: READY is only true once the
 //! database is open and migrated and the port is bound, so a failure in either stops
@@ -28,8 +28,10 @@ use crate::server;
 use crate::shutdown::{self, Stop, Trigger};
 use crate::sinks::display::{self, Feed};
 use crate::sinks::Sink;
+use crate::sources::catchup;
 use crate::sources::webhook::{self, Webhook};
 use crate::store::{OutputPlan, Store};
+use crate::tls;
 use crate::writer::Writer;
 
 /// Runs the daemon; returns an error line for start-up failures.
@@ -48,6 +50,7 @@ struct Started {
     display: Option<(TcpListener, Arc<Feed>)>,
     sinks: Vec<Arc<Sink>>,
     plan: OutputPlan,
+    catchup: Option<catchup::Settings>,
 }
 
 async fn serve(cfg: ServeConfig) -> Result<(), String> {
@@ -60,6 +63,7 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         display,
         sinks,
         plan,
+        catchup,
     } = start(&cfg).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (changes_tx, changes) = watch::channel(0u64);
@@ -76,8 +80,9 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     );
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
-    let mut tasks =
-        spawn_beside_webhook(&cfg, &sinks, display, &writer, &changes, &notifier, &stop)?;
+    let mut tasks = spawn_beside_webhook(
+        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &stop,
+    )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
     let hook = Arc::new(Webhook {
@@ -138,21 +143,64 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         Ok(_) => {}
         Err(e) => log::error!("reverify: {e}"),
     }
+    let catchup = catchup_settings(cfg)?;
     Ok(Started {
         store,
         listener,
         display,
         sinks,
         plan,
+        catchup,
     })
 }
 
+/// Catch-up's settings with its TLS set-up, when `--account-id` asks for it. A start-up
+/// line says whether it is on; whether a token can be had is said by the first sweep.
+fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, String> {
+    let Some(c) = &cfg.catchup else {
+        log::info!("catch-up off (no --account-id): only pushes are recorded");
+        return Ok(None);
+    };
+    let tls = if c.api.https {
+        Some(tls::client_config(c.ca.as_deref()).map_err(|e| format!("invalid --douyin-ca: {e}"))?)
+    } else {
+        if c.ca.is_some() {
+            log::warn!(
+                "--douyin-ca is ignored: --douyin-api {} is not https",
+                c.api
+            );
+        }
+        None
+    };
+    let pois = match c.poi_ids.is_empty() {
+        true => String::new(),
+        false => format!(" (POI {})", c.poi_ids.join(",")),
+    };
+    log::info!(
+        "catch-up on: account {}{pois}, every {:?}, from {}",
+        c.account_id,
+        c.every,
+        c.api
+    );
+    Ok(Some(catchup::Settings {
+        account_id: c.account_id.clone(),
+        poi_ids: c.poi_ids.clone(),
+        every: c.every,
+        api: c.api.clone(),
+        client_key: cfg.apps.client_keys[0].clone(),
+        secrets: cfg.apps.secrets.clone(),
+        tls,
+    }))
+}
+
 /// Everything beside the webhook, as tasks that end when the stop is given: one
-/// delivery loop per sink, retention, the display's port and the watchdog.
+/// delivery loop per sink, retention, the display's port, catch-up and the watchdog.
+#[allow(clippy::too_many_arguments)]
 fn spawn_beside_webhook(
     cfg: &ServeConfig,
     sinks: &[Arc<Sink>],
     display: Option<(TcpListener, Arc<Feed>)>,
+    catchup: Option<catchup::Settings>,
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
@@ -185,11 +233,23 @@ fn spawn_beside_webhook(
             stop.clone(),
         ));
     }
+    let catchup_health = catchup.map(|settings| {
+        let every = settings.every;
+        let (health_tx, health) = watch::channel((crate::time::now_secs(), false));
+        tasks.spawn(catchup::run(
+            settings,
+            writer.clone(),
+            health_tx,
+            stop.clone(),
+        ));
+        (health, every)
+    });
     if let Some(every) = notifier.watchdog_interval() {
         tasks.spawn(watchdog(
             notifier.clone(),
             writer.clone(),
             every,
+            catchup_health,
             stop.clone(),
         ));
     }
@@ -250,7 +310,13 @@ fn warn_orphaned_jobs(store: &Store, sinks: &[Arc<Sink>]) {
 
 /// Feeds systemd's watchdog from the main loop, and only after the database thread
 /// answered: a hung runtime or a hung writer both stop the pings.
-async fn watchdog(notifier: Arc<Notifier>, writer: Writer, every: Duration, mut stop: Stop) {
+async fn watchdog(
+    notifier: Arc<Notifier>,
+    writer: Writer,
+    every: Duration,
+    catchup: Option<(catchup::Health, Duration)>,
+    mut stop: Stop,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -258,7 +324,17 @@ async fn watchdog(notifier: Arc<Notifier>, writer: Writer, every: Duration, mut 
             _ = shutdown::stopped(&mut stop) => return,
         }
         match tokio::time::timeout(every, writer.call(|s| s.status_line())).await {
-            Ok(Ok(Ok(status))) => notifier.send(&format!("WATCHDOG=1\nSTATUS={status}")),
+            Ok(Ok(Ok(mut status))) => {
+                // How long since the last complete catch-up sweep, once it is overdue.
+                if let Some((health, sweep_every)) = &catchup {
+                    let (since, complete) = *health.borrow();
+                    let now = crate::time::now_secs();
+                    if let Some(late) = catchup::overdue(now, since, complete, *sweep_every) {
+                        status += &format!("; {late}");
+                    }
+                }
+                notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"))
+            }
             Ok(Ok(Err(e))) => {
                 log::error!("database error in the watchdog check: {e}");
                 notifier.send("WATCHDOG=1");

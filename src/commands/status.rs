@@ -10,7 +10,8 @@ use crate::coupon::Action;
 use crate::intake::Outcome;
 use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
-use crate::store::{Store, Summary};
+use crate::store::{CatchupRow, Store, Summary};
+use crate::time;
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
     let store = Store::open_existing(&cfg.db, true)?;
@@ -124,6 +125,34 @@ pub fn render(db: &str, s: &Summary) -> String {
             None if always => out += &format!("{label}  0 {what}\n"),
             None => {}
         }
+    }
+    for c in &s.catchup {
+        out += &catchup_line(c, s.recovered);
+    }
+    out
+}
+
+/// `catch-up` lines: the last complete sweep, what it found, and the last error.
+fn catchup_line(c: &CatchupRow, recovered: i64) -> String {
+    let secs = |t: i64| time::rfc3339_millis(t * 1000);
+    let mut out = match (&c.sweep_at, c.window) {
+        (Some(at), Some((start, end))) => format!(
+            "catch-up   account {}: last complete sweep {at}, window {} .. {}, {} record(s), \
+             {} recovered; {recovered} recovered in all\n",
+            sanitize::text(&c.account_id),
+            secs(start),
+            secs(end),
+            c.records,
+            c.recovered,
+        ),
+        _ => format!(
+            "catch-up   account {}: no complete sweep yet; {recovered} recovered in all\n",
+            sanitize::text(&c.account_id)
+        ),
+    };
+    if let Some((at, error)) = &c.error {
+        // Douyin's `description` is in it: text from outside, shown safely.
+        out += &format!("catch-up   last error {at}: {}\n", sanitize::text(error));
     }
     out
 }

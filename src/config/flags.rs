@@ -154,6 +154,40 @@ pub const KEEP_DAYS: Flag = flag(
      coupon state and pending work are never pruned",
 );
 
+// Catch-up (SPEC §11).
+pub const CATCHUP_ACCOUNT_ID: Flag = flag(
+    "account-id",
+    "ID",
+    None,
+    "merchant account (certificate.account_id): enables catch-up, which asks Douyin's \
+     verify-record API for coupons whose push never arrived",
+);
+pub const POI_ID: Flag = flag(
+    "poi-id",
+    "ID[,ID]",
+    None,
+    "catch-up: only this store's verifications (Douyin POI ids)",
+);
+pub const RECONCILE_EVERY: Flag = flag(
+    "reconcile-every",
+    "DURATION",
+    Some("10m"),
+    "catch-up: time between sweeps, such as 30s, 10m, 1h (and after a failure, \
+     5 s doubling to 10 min)",
+);
+pub const DOUYIN_API: Flag = flag(
+    "douyin-api",
+    "URL",
+    Some("https://open.douyin.com"),
+    "catch-up: Douyin Open Platform (http:// only for a local test server)",
+);
+pub const DOUYIN_CA: Flag = flag(
+    "douyin-ca",
+    "FILE",
+    None,
+    "catch-up: an extra CA certificate (PEM) to trust, for a test or private endpoint",
+);
+
 // `coupond send`.
 pub const URL: Flag = flag(
     "url",
@@ -217,6 +251,11 @@ pub const SERVE: Command = Command {
         &PRINT_ACTIONS,
         &OUTPUT_ATTEMPTS,
         &KEEP_DAYS,
+        &CATCHUP_ACCOUNT_ID,
+        &POI_ID,
+        &RECONCILE_EVERY,
+        &DOUYIN_API,
+        &DOUYIN_CA,
         &LOG_LEVEL,
     ],
 };

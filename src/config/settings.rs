@@ -11,6 +11,7 @@ use super::flags::{self as f, Args};
 use super::secrets::load_secrets;
 use super::ConfigError;
 use crate::coupon::Action;
+use crate::douyin::ApiUrl;
 use crate::intake::Apps;
 use crate::sinks::printer::PrinterDest;
 use crate::sinks::{Outputs, SinkKind};
@@ -32,6 +33,53 @@ pub struct ServeConfig {
     pub output_attempts: i64,
     /// `None`: keep everything.
     pub keep_days: Option<u32>,
+    /// `--account-id` given: catch-up from Douyin (SPEC §11).
+    pub catchup: Option<CatchupConfig>,
+}
+
+/// Catch-up's settings, validated. The token is asked for the first `--client-key`
+/// with the secrets of `ServeConfig::apps`.
+#[derive(Debug, Clone)]
+pub struct CatchupConfig {
+    pub account_id: String,
+    pub poi_ids: Vec<String>,
+    pub every: Duration,
+    pub api: ApiUrl,
+    pub ca: Option<PathBuf>,
+}
+
+impl CatchupConfig {
+    fn from_args(args: &Args) -> Result<Option<CatchupConfig>, ConfigError> {
+        let poi_ids = args
+            .optional(&f::POI_ID, |v| {
+                comma_list(v, "want one or more Douyin POI ids, comma separated")
+            })?
+            .unwrap_or_default();
+        let every = args.value(&f::RECONCILE_EVERY, parse_duration)?;
+        let api = args.value(&f::DOUYIN_API, ApiUrl::parse)?;
+        let ca = args.text(&f::DOUYIN_CA).map(PathBuf::from);
+        let account = args
+            .text(&f::CATCHUP_ACCOUNT_ID)
+            .filter(|a| !a.trim().is_empty());
+        let Some(account_id) = account else {
+            for flag in [&f::POI_ID, &f::DOUYIN_CA] {
+                if args.text(flag).is_some() {
+                    return Err(ConfigError(format!(
+                        "--{} needs --account-id (catch-up is off without it)",
+                        flag.name
+                    )));
+                }
+            }
+            return Ok(None);
+        };
+        Ok(Some(CatchupConfig {
+            account_id: account_id.trim().to_string(),
+            poi_ids,
+            every,
+            api,
+            ca,
+        }))
+    }
 }
 
 impl ServeConfig {
@@ -68,6 +116,7 @@ impl ServeConfig {
             print_actions: args.value(&f::PRINT_ACTIONS, parse_actions)?,
             output_attempts: args.value(&f::OUTPUT_ATTEMPTS, parse_positive)? as i64,
             keep_days: Some(args.value(&f::KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
+            catchup: CatchupConfig::from_args(args)?,
         })
     }
 }
@@ -194,23 +243,61 @@ fn db(args: &Args) -> Result<PathBuf, ConfigError> {
 /// The configured apps: `--client-key` and the secrets (never from a flag).
 fn apps(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Apps, ConfigError> {
     let client_keys = args.value(&f::CLIENT_KEY, |v| {
-        let keys: Vec<String> = v
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(String::from)
-            .collect();
-        if keys.is_empty() {
-            Err("want the Douyin app id (client_key)".into())
-        } else {
-            Ok(keys)
-        }
+        comma_list(v, "want the Douyin app id (client_key)")
     })?;
     let secrets = load_secrets(args.text(&f::SECRET_FILE).as_deref(), env)?;
     Ok(Apps {
         client_keys,
         secrets,
     })
+}
+
+/// `A,B, C` as `[A, B, C]`; `want` when that leaves nothing.
+fn comma_list(v: &str, want: &str) -> Result<Vec<String>, String> {
+    let items: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if items.is_empty() {
+        Err(want.to_string())
+    } else {
+        Ok(items)
+    }
+}
+
+/// `30s`, `10m`, `1h`, `2h30m` or plain seconds; at least one second.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    const WANT: &str = "want a duration such as 30s, 10m or 1h";
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return (secs > 0)
+            .then(|| Duration::from_secs(secs))
+            .ok_or(WANT.into());
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in v.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(WANT.into()),
+        };
+        let n: u64 = digits.parse().map_err(|_| WANT.to_string())?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        digits.clear();
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(WANT.into());
+    }
+    Ok(Duration::from_secs(total))
 }
 
 fn parse_addr(v: &str) -> Result<SocketAddr, String> {
@@ -473,5 +560,55 @@ mod tests {
         assert_eq!(parse_size("64k"), Ok(65536));
         assert_eq!(parse_size("1M"), Ok(1 << 20));
         assert!(parse_size("64Q").is_err());
+    }
+
+    #[test]
+    fn catch_up_settings() {
+        let secret = |k: &str| (k == "COUPOND_CLIENT_SECRET").then(|| "s".to_string());
+        let serve = |argv: &[&str]| {
+            let mut all = vec!["--client-key", "k"];
+            all.extend_from_slice(argv);
+            args(&SERVE, &all, &secret).and_then(|a| ServeConfig::from_args(&a, &secret))
+        };
+        assert!(serve(&[]).unwrap().catchup.is_none());
+        let c = serve(&["--account-id", "6900", "--poi-id", "7001, 7002"])
+            .unwrap()
+            .catchup
+            .unwrap();
+        assert_eq!(c.account_id, "6900");
+        assert_eq!(c.poi_ids, ["7001", "7002"]);
+        assert_eq!(c.every, Duration::from_secs(600));
+        assert_eq!(c.api.to_string(), "https://open.douyin.com:443");
+        assert_eq!(c.ca, None);
+        for (argv, want) in [
+            (&["--poi-id", "1"][..], "--poi-id needs --account-id"),
+            (&["--douyin-ca", "/x"][..], "--douyin-ca needs --account-id"),
+            (
+                &["--account-id", "1", "--reconcile-every", "0s"][..],
+                "invalid --reconcile-every",
+            ),
+            (
+                &["--account-id", "1", "--douyin-api", "ftp://x"][..],
+                "invalid --douyin-api",
+            ),
+        ] {
+            let e = serve(argv).expect_err(&format!("{argv:?}")).0;
+            assert!(e.contains(want), "{argv:?}: {e}");
+        }
+        let cases = [
+            ("3s", Some(3)),
+            ("10m", Some(600)),
+            ("1h", Some(3600)),
+            ("2h30m", Some(9000)),
+            ("90", Some(90)),
+            ("0", None),
+            ("5x", None),
+            ("m", None),
+            ("10m5", None),
+            ("", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(parse_duration(v).ok().map(|d| d.as_secs()), want, "{v}");
+        }
     }
 }

@@ -47,6 +47,8 @@ pub struct Entry {
     pub event_time: String,
     pub msg_time: i64,
     pub reprint: bool,
+    /// Recovered by catch-up (补录).
+    pub recovered: bool,
 }
 
 impl Entry {
@@ -60,6 +62,12 @@ impl Entry {
             e.msg_time,
             reprint,
         )
+        .recovered(e.recovered())
+    }
+
+    fn recovered(mut self, recovered: bool) -> Entry {
+        self.recovered = recovered;
+        self
     }
 
     pub fn from_row(r: &CertificateRow) -> Entry {
@@ -93,6 +101,7 @@ impl Entry {
             event_time: time::local_datetime(msg_time),
             msg_time,
             reprint,
+            recovered: false,
         }
     }
 }
@@ -203,6 +212,7 @@ mod tests {
             event_time: String::new(),
             msg_time: 0,
             reprint: false,
+            recovered: false,
         }
     }
 

@@ -69,8 +69,11 @@ pub struct HookPayload<'a> {
     pub log_id: Option<&'a str>,
     /// When coupond received the message (RFC 3339, UTC).
     pub received_at: &'a str,
-    /// Douyin's raw body, for hooks that want every field.
+    /// Douyin's raw body, for hooks that want every field (for a recovered coupon, the
+    /// verify record).
     pub body: &'a str,
+    /// `push`, or `reconcile` for a coupon catch-up recovered (SPEC §11).
+    pub source: &'static str,
 }
 
 impl<'a> HookPayload<'a> {
@@ -90,6 +93,7 @@ impl<'a> HookPayload<'a> {
             log_id: e.log_id.as_deref(),
             received_at: &e.received_at,
             body: &e.body,
+            source: e.source.as_str(),
         }
     }
 }
@@ -336,12 +340,13 @@ mod tests {
                 log_id: Some("2022101019".into()),
                 received_at: "2026-11-25T16:48:43.438Z".into(),
                 body: "{}".into(),
+                source: crate::store::Source::Push,
             },
         };
         let json = serde_json::to_string(&HookPayload::of(&job)).unwrap();
         assert_eq!(
             json,
-            r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}"}"#
+            r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push"}"#
         );
         let mut job = job;
         job.event.code = None;
@@ -362,6 +367,7 @@ mod tests {
             log_id: None,
             received_at: String::new(),
             body: String::new(),
+            source: crate::store::Source::Push,
         }
     }
 

@@ -206,8 +206,9 @@ impl Sink {
 /// One line for a person: what happened to which coupon, when.
 pub fn describe(e: &JobEvent, reprint: bool) -> String {
     let mut s = format!(
-        "{}coupon {} {} ({})",
+        "{}{}coupon {} {} ({})",
         if reprint { "reprint: " } else { "" },
+        if e.recovered() { "recovered: " } else { "" },
         e.certificate_id,
         e.action,
         e.action.headline_zh()

@@ -40,6 +40,10 @@ pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&s
         out.push(Line::Title(sanitize::receipt_field(name)));
     }
     out.push(Line::Title(e.action.headline_zh().to_string()));
+    if e.recovered() {
+        // Recovered by catch-up: the customer was served while the box was cut off.
+        out.push(Line::Center("补录".into()));
+    }
     if reprint {
         out.push(Line::Center("*** 重打 ***".into()));
     }
@@ -182,6 +186,7 @@ pub fn escpos(lines: &[Line], columns: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Source;
 
     fn event(action: Action, code: Option<&str>) -> JobEvent {
         JobEvent {
@@ -196,6 +201,7 @@ mod tests {
             log_id: None,
             received_at: "2022-10-17T07:19:38.000Z".into(),
             body: String::new(),
+            source: Source::Push,
         }
     }
 
@@ -222,6 +228,17 @@ mod tests {
             assert!(text.contains(want), "{want} missing:\n{text}");
         }
         assert!(!text.contains("ABCD1234"), "the code must be masked");
+    }
+
+    #[test]
+    fn a_recovered_coupon_says_bulu_under_its_headline() {
+        let mut e = event(Action::Verify, None);
+        let text = render_text(&lines(&e, false, 0, None), 32).join("\n");
+        assert!(!text.contains("补录"), "{text}");
+        e.source = Source::Reconcile;
+        let text = render_text(&lines(&e, false, 0, None), 32);
+        let at = text.iter().position(|l| l.contains("核销成功")).unwrap();
+        assert!(text[at + 1].contains("补录"), "{text:#?}");
     }
 
     #[test]

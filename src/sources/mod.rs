@@ -5,7 +5,10 @@
 //!
 //! - [`webhook`]: Douyin's HTTP push (SPEC §3), behind the shared accept loop in
 //!   [`server`](crate::server).
+//! - [`catchup`]: Douyin's verify-record API (SPEC §11), swept for coupons whose push
+//!   never arrived; its records become certificate messages like a push's.
 //!
 //! A new source is one new file here: see ARCHITECTURE.md, "A new source".
 
+pub mod catchup;
 pub mod webhook;

@@ -27,7 +27,7 @@ use crate::conns::{BodyPool, BODY_FREE};
 use crate::intake::{self, Apps, Intake, Kind};
 use crate::ratelimit::{Limits, Noise};
 use crate::server::{closing, json, text, Body};
-use crate::store::{self, Ack, Arrival};
+use crate::store::{self, Ack, Arrival, Source};
 use crate::time;
 use crate::writer::Writer;
 
@@ -79,6 +79,8 @@ pub async fn handle(
         signature,
         body,
         intake,
+        source: Source::Push,
+        dedup: None,
     };
     // A signed message is always committed before its answer. A rejected one is written
     // only within the write rate, and never answered 200 (bar the URL check), so leaving

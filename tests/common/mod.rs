@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod escpos;
+pub mod fake_douyin;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -429,4 +430,16 @@ pub fn outputs(d: &Daemon, sink: &str) -> Vec<(String, i64, Option<String>)> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
+}
+
+/// A daemon with catch-up against `fake`, sweeping every second.
+pub fn catchup_opts(fake: &fake_douyin::FakeDouyin) -> Opts {
+    Opts::default().args(&[
+        "--account-id",
+        fake_douyin::ACCOUNT,
+        "--douyin-api",
+        &fake.url(),
+        "--reconcile-every",
+        "1s",
+    ])
 }
