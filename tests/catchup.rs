@@ -222,6 +222,35 @@ fn forty_five_records_are_read_over_three_pages_for_this_stores_poi_only() {
     );
 }
 
+/// A busy day (more records than one step holds in memory) is read in shorter steps,
+/// whether Douyin says its `total` or not, and nothing is lost at the steps' seams.
+#[test]
+fn a_busy_day_is_swept_in_shorter_steps_without_losing_a_record() {
+    for no_total in [false, true] {
+        let fake = FakeDouyin::start(CLIENT_KEY, SECRET);
+        fake.state.lock().unwrap().no_total = no_total;
+        let t = now() - 80_000;
+        for i in 0..450 {
+            fake.add(FakeRecord::verified(&format!("busy-{i:03}"), t + i * 150));
+        }
+        let dir = Scratch::new("catchup-busy");
+        let d = Daemon::start_with(&dir.0, catchup(&fake));
+        wait_sweeps(&d, 1);
+        assert_eq!(
+            count(&d, "SELECT count(*) FROM certificates"),
+            450,
+            "no_total {no_total}: {}",
+            d.log_text()
+        );
+        let queries = fake.queries().len();
+        assert!(
+            queries > 23,
+            "no_total {no_total}: {queries} queries: not shortened?"
+        );
+        assert!(d.log_text().contains("450 record(s), 450 recovered"));
+    }
+}
+
 #[test]
 fn the_token_is_fetched_once_and_again_exactly_once_when_douyin_says_it_expired() {
     let fake = FakeDouyin::start(CLIENT_KEY, SECRET);

@@ -85,6 +85,8 @@ pub struct State {
     pub mode: Mode,
     /// Answer `records_v2` instead of `records`.
     pub records_v2: bool,
+    /// Leave `total` out of the answers.
+    pub no_total: bool,
     /// Answer the next this-many queries with `error_code` 28001008 (token expired).
     pub expire_next: u32,
     /// Tokens handed out so far (each a new one).
@@ -159,6 +161,7 @@ impl FakeDouyin {
             records: Vec::new(),
             mode: Mode::Normal,
             records_v2: false,
+            no_total: false,
             expire_next: 0,
             tokens_issued: 0,
             queries: Vec::new(),
@@ -407,6 +410,9 @@ fn answer(
                 "records"
             };
             let mut data = json!({"total": total, "error_code": 0, "description": ""});
+            if s.no_total {
+                data.as_object_mut().unwrap().remove("total");
+            }
             data[key] = Value::Array(page);
             (
                 200,
