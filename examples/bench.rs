@@ -11,7 +11,16 @@
 //!    messages: durable messages per second, ack latency p50/p99/max, the daemon's peak
 //!    RSS (VmHWM), start-up time to the listening line, and CPU while idle afterwards.
 //!
+//! With `--catchup-records N` it also runs catch-up (SPEC §11): a fake Douyin API
+//! (`tests/common/fake_douyin.rs`, plain HTTP on 127.0.0.1) holding N verify records of
+//! the last day, and the daemon sweeping it at start while the same senders push; it
+//! reports the sweep's time and pages, the daemon's peak RSS, and the webhook latency
+//! while the sweep runs next to the run without catch-up.
+//!
 //! Numbers from a shared machine are noisy: compare the ratios printed in one run.
+
+#[path = "../tests/common/fake_douyin.rs"]
+mod fake_douyin;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -37,6 +46,8 @@ struct Opts {
     ceiling_only: Option<PathBuf>,
     /// Attach a printer that accepts connections and never reads.
     stalled_printer: bool,
+    /// Also run a catch-up sweep of this many records under the same load.
+    catchup_records: usize,
 }
 
 fn parse_opts() -> Opts {
@@ -50,6 +61,7 @@ fn parse_opts() -> Opts {
         flush_us: 0,
         ceiling_only: None,
         stalled_printer: false,
+        catchup_records: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -79,6 +91,12 @@ fn parse_opts() -> Opts {
                 o.ceiling_only = Some(args.next().expect("--ceiling-only DB").into())
             }
             "--stalled-printer" => o.stalled_printer = true,
+            "--catchup-records" => {
+                o.catchup_records = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--catchup-records N")
+            }
             "--" => o.extra = args.by_ref().collect(),
             other => panic!("unknown argument {other}"),
         }
@@ -140,7 +158,146 @@ fn main() {
         "largest -wal file       {:>10.1} MB",
         run.wal_peak as f64 / 1048576.0
     );
+    if o.catchup_records > 0 {
+        let c = catchup(&o);
+        println!(
+            "catch-up sweep          {} records in {} queries ({} token): {:.2} s, {:.0} records/s",
+            c.recovered,
+            c.queries,
+            c.tokens,
+            c.sweep.as_secs_f64(),
+            c.recovered as f64 / c.sweep.as_secs_f64()
+        );
+        println!(
+            "ack latency, no sweep   p50 {:.2} ms   p99 {:.2} ms   (the run above)",
+            run.p50 * 1e3,
+            run.p99 * 1e3
+        );
+        println!(
+            "ack latency, sweeping   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} answers during the sweep) = p99 {:.2}x",
+            c.p50 * 1e3,
+            c.p99 * 1e3,
+            c.max * 1e3,
+            c.during,
+            c.p99 / run.p99
+        );
+        println!(
+            "peak RSS, catch-up on   {:>10.1} MB (sweep and load together)",
+            c.peak_rss_kb as f64 / 1024.0
+        );
+    }
     let _ = std::fs::remove_dir_all(&o.dir);
+}
+
+struct Catchup {
+    sweep: Duration,
+    recovered: i64,
+    queries: usize,
+    tokens: u32,
+    during: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    peak_rss_kb: u64,
+}
+
+/// The daemon with catch-up against a fake Douyin holding `records` verify records of
+/// the last day, swept at start while `senders` push; latencies of the answers that
+/// came while the sweep ran.
+fn catchup(o: &Opts) -> Catchup {
+    let dir = o.dir.join("catchup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let fake = fake_douyin::FakeDouyin::start(KEY, SECRET);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let n = o.catchup_records as i64;
+    for i in 0..n {
+        // Spread over the last day, as a busy store's verifications would be.
+        let at = now - 86_000 + i * 85_000 / n;
+        fake.add(fake_douyin::FakeRecord::verified(
+            &format!("sweep-{i:05}"),
+            at,
+        ));
+    }
+    let db = dir.join("bench.db");
+    let started = Instant::now();
+    let mut child = preloaded(o, Command::new(&o.bin))
+        .args(["serve", "--listen", "127.0.0.1:0", "--client-key", KEY])
+        .args(["--log-level", "warn", "--account-id", fake_douyin::ACCOUNT])
+        .args(["--douyin-api", &fake.url(), "--reconcile-every", "1h"])
+        .arg("--db")
+        .arg(&db)
+        .arg("--secret-file")
+        .arg(&secret)
+        .args(&o.extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coupond");
+    let pid = child.id();
+    let addr = wait_for_port(pid);
+    // The sweep's end is its warning line: "catch-up: recovered N coupon event(s)".
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("catch-up: recovered") {
+                let _ = done_tx.send(Instant::now());
+            } else {
+                eprintln!("coupond: {line}");
+            }
+        }
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..o.senders)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || sender(addr, t + 100, &stop))
+        })
+        .collect();
+    let done = done_rx
+        .recv_timeout(Duration::from_secs(300))
+        .expect("the sweep did not finish within 5 minutes");
+    stop.store(true, Ordering::Relaxed);
+    let mut during: Vec<f64> = Vec::new();
+    for h in handles {
+        let (l, _) = h.join().unwrap();
+        during.extend(l.into_iter().filter(|(at, _)| *at <= done).map(|(_, l)| l));
+    }
+    during.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let pct = |p: f64| {
+        during
+            .get(((during.len() as f64 * p) as usize).min(during.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let peak_rss_kb = proc_status_kb(pid, "VmHWM");
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let recovered: i64 = c
+        .query_row(
+            "SELECT count(*) FROM messages WHERE source = 'reconcile'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    Catchup {
+        sweep: done - started,
+        recovered,
+        queries: fake.queries().len(),
+        tokens: fake.tokens_issued(),
+        during: during.len(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        max: during.last().copied().unwrap_or(0.0),
+        peak_rss_kb,
+    }
 }
 
 fn preloaded(o: &Opts, mut cmd: Command) -> Command {
@@ -250,7 +407,7 @@ fn load(o: &Opts) -> Run {
     let mut errors = 0;
     for h in handles {
         let (l, e) = h.join().unwrap();
-        lat.extend(l);
+        lat.extend(l.into_iter().map(|(_, l)| l));
         errors += e;
     }
     let elapsed = load_started.elapsed().as_secs_f64();
@@ -337,8 +494,9 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// One keep-alive sender: distinct messages back to back; returns latencies (s) and errors.
-fn sender(addr: SocketAddr, t: usize, stop: &AtomicBool) -> (Vec<f64>, usize) {
+/// One keep-alive sender: distinct messages back to back; returns when each answer
+/// came and its latency (s), and the errors.
+fn sender(addr: SocketAddr, t: usize, stop: &AtomicBool) -> (Vec<(Instant, f64)>, usize) {
     let mut lat = Vec::new();
     let mut errors = 0;
     let mut conn: Option<BufReader<TcpStream>> = None;
@@ -368,7 +526,7 @@ fn sender(addr: SocketAddr, t: usize, stop: &AtomicBool) -> (Vec<f64>, usize) {
         let started = Instant::now();
         let ok = s.get_mut().write_all(req.as_bytes()).is_ok() && read_status(s) == Some(200);
         if ok {
-            lat.push(started.elapsed().as_secs_f64());
+            lat.push((Instant::now(), started.elapsed().as_secs_f64()));
         } else {
             errors += 1;
             conn = None;
