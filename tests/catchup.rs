@@ -41,7 +41,12 @@ fn coupons_verified_while_the_daemon_was_down_are_recovered_and_printed_once_mar
     fake.add(FakeRecord::verified("7001000000000000003", t - 120));
     let printer = FakePrinter::start(Paper::Ready);
     let dir = Scratch::new("catchup-down");
-    let opts = catchup(&fake).args(&["--printer", &printer.dest()]);
+    let opts = catchup(&fake).args(&[
+        "--printer",
+        &printer.dest(),
+        "--display-listen",
+        "127.0.0.1:0",
+    ]);
     let mut d = Daemon::start_with(&dir.0, opts.clone());
     let receipts = printer.wait_receipts(4, Duration::from_secs(20));
     assert_eq!(receipts.len(), 4, "{}", d.log_text());
@@ -81,6 +86,14 @@ fn coupons_verified_while_the_daemon_was_down_are_recovered_and_printed_once_mar
         body.contains("\"verify_id\":\"V-7001000000000000002-"),
         "{body}"
     );
+
+    // The counter display marks them too.
+    let api: serde_json::Value =
+        serde_json::from_str(&request(d.display_addr(), "GET", "/api/coupons", &[], b"").body)
+            .unwrap();
+    let shown = api["coupons"].as_array().unwrap();
+    assert_eq!(shown.len(), 3, "{api}");
+    assert!(shown.iter().all(|c| c["recovered"] == true), "{api}");
 
     // Later sweeps overlap the first: redeliveries only.
     wait_sweeps(&d, 3);

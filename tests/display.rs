@@ -151,19 +151,6 @@ impl Browser {
     }
 }
 
-fn display_addr(d: &Daemon) -> std::net::SocketAddr {
-    assert!(d.wait_log("display on http://", Duration::from_secs(5)));
-    let log = d.log_text();
-    log.split("display on http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn a_pushed_coupon_appears_on_the_counter_display_by_itself() {
     let dir = Scratch::new("display");
@@ -177,7 +164,7 @@ fn a_pushed_coupon_appears_on_the_counter_display_by_itself() {
             .status,
         200
     );
-    let addr = display_addr(&d);
+    let addr = d.display_addr();
     assert_ne!(addr, d.addr, "the display must not share the webhook port");
     // The JSON endpoint beside the page; the coupon arrives through its display job,
     // moments after the webhook's answer.

@@ -49,9 +49,9 @@ pub const LAG: i64 = 60;
 pub const STEP: i64 = 24 * 3600;
 /// How far back a sweep ever reaches.
 pub const MAX_BACK: i64 = 7 * 24 * 3600;
-/// Records held in memory for one step (10 pages); a busier step is shortened. Each
+/// Records held in memory for one step (5 pages); a busier step is shortened. Each
 /// costs about 1 KB while held (the record, the messages made of it).
-pub const MAX_BUFFERED: i64 = 200;
+pub const MAX_BUFFERED: i64 = 100;
 /// The shortest step: one that still holds more records is swept as it is.
 const MIN_STEP: i64 = 60;
 /// A token is fetched again this long before it expires.
@@ -562,13 +562,17 @@ mod tests {
         let w = Window { start: 0, end: DAY };
         assert_eq!(too_busy(w, Some(MAX_BUFFERED)), None);
         assert_eq!(too_busy(w, None), None);
-        // 10,000 records in a day: a step that should hold about 100 of them.
+        // 10,000 records in a day: a step that should hold about MAX_BUFFERED / 2.
         let short = too_busy(w, Some(10_000)).unwrap();
-        assert_eq!((short.start, short.end), (0, DAY / 100));
-        // Just over the limit: about half.
         assert_eq!(
-            too_busy(w, Some(MAX_BUFFERED + 1)).unwrap().end,
-            DAY * 100 / 201
+            (short.start, short.end),
+            (0, DAY * MAX_BUFFERED / 2 / 10_000)
+        );
+        // Just over the limit: about half.
+        let over = MAX_BUFFERED + 1;
+        assert_eq!(
+            too_busy(w, Some(over)).unwrap().end,
+            DAY * MAX_BUFFERED / 2 / over
         );
         // Never shorter than a minute, and a 2-minute step is read as it is.
         assert_eq!(too_busy(w, Some(i64::MAX / DAY)).unwrap().end, 60);

@@ -187,6 +187,20 @@ impl Daemon {
         request(self.addr, "POST", PATH, &headers, body.as_bytes())
     }
 
+    /// The counter display's address (`--display-listen 127.0.0.1:0`), from its log line.
+    pub fn display_addr(&self) -> SocketAddr {
+        assert!(self.wait_log("display on http://", Duration::from_secs(5)));
+        let log = self.log_text();
+        log.split("display on http://")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
