@@ -144,9 +144,9 @@ fn main() {
     );
     println!(
         "ack latency             p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
-        run.p50 * 1e3,
-        run.p99 * 1e3,
-        run.max * 1e3
+        run.lat.p50 * 1e3,
+        run.lat.p99 * 1e3,
+        run.lat.max * 1e3
     );
     println!(
         "peak RSS (VmHWM)        {:>10.1} MB",
@@ -170,16 +170,16 @@ fn main() {
         );
         println!(
             "ack latency, no sweep   p50 {:.2} ms   p99 {:.2} ms   (the run above)",
-            run.p50 * 1e3,
-            run.p99 * 1e3
+            run.lat.p50 * 1e3,
+            run.lat.p99 * 1e3
         );
         println!(
             "ack latency, sweeping   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} answers during the sweep) = p99 {:.2}x",
-            c.p50 * 1e3,
-            c.p99 * 1e3,
-            c.max * 1e3,
+            c.lat.p50 * 1e3,
+            c.lat.p99 * 1e3,
+            c.lat.max * 1e3,
             c.during,
-            c.p99 / run.p99
+            c.lat.p99 / run.lat.p99
         );
         println!(
             "peak RSS, catch-up on   {:>10.1} MB (sweep and load together)",
@@ -195,9 +195,7 @@ struct Catchup {
     queries: usize,
     tokens: u32,
     during: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
+    lat: Latency,
     peak_rss_kb: u64,
 }
 
@@ -268,12 +266,6 @@ fn catchup(o: &Opts) -> Catchup {
         during.extend(l.into_iter().filter(|(at, _)| *at <= done).map(|(_, l)| l));
     }
     during.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| {
-        during
-            .get(((during.len() as f64 * p) as usize).min(during.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
     let peak_rss_kb = proc_status_kb(pid, "VmHWM");
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -293,9 +285,7 @@ fn catchup(o: &Opts) -> Catchup {
         queries: fake.queries().len(),
         tokens: fake.tokens_issued(),
         during: during.len(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        max: during.last().copied().unwrap_or(0.0),
+        lat: Latency::of(&during),
         peak_rss_kb,
     }
 }
@@ -330,9 +320,7 @@ struct Run {
     rate: f64,
     acked: usize,
     errors: usize,
-    p50: f64,
-    p99: f64,
-    max: f64,
+    lat: Latency,
     peak_rss_kb: u64,
     idle_cpu_pct: f64,
     stored: i64,
@@ -412,11 +400,6 @@ fn load(o: &Opts) -> Run {
     }
     let elapsed = load_started.elapsed().as_secs_f64();
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
     let peak_rss_kb = proc_status_kb(pid, "VmHWM");
     let cpu0 = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(3));
@@ -436,13 +419,33 @@ fn load(o: &Opts) -> Run {
         rate: lat.len() as f64 / elapsed,
         acked: lat.len(),
         errors,
-        p50: pct(0.50),
-        p99: pct(0.99),
-        max: lat.last().copied().unwrap_or(0.0),
+        lat: Latency::of(&lat),
         peak_rss_kb,
         idle_cpu_pct,
         stored,
         wal_peak,
+    }
+}
+
+/// Ack latencies (s) of a run.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Latency {
+    /// From latencies sorted in ascending order.
+    fn of(sorted: &[f64]) -> Latency {
+        let pct = |p: f64| {
+            let i = ((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1));
+            sorted.get(i).copied().unwrap_or(0.0)
+        };
+        Latency {
+            p50: pct(0.50),
+            p99: pct(0.99),
+            max: sorted.last().copied().unwrap_or(0.0),
+        }
     }
 }
 
