@@ -288,6 +288,9 @@ fn the_token_is_fetched_once_and_again_exactly_once_when_douyin_says_it_expired(
     assert!(!d.log_text().contains("sweep failed"), "{}", d.log_text());
 }
 
+/// The longest a push may wait for its answer while Douyin misbehaves (SPEC §3: 1 s).
+const ANSWER_BUDGET: Duration = Duration::from_secs(1);
+
 /// Pushes for `dur`, one after another; returns the slowest answer.
 fn slowest_push(d: &Daemon, dur: Duration, tag: &str) -> Duration {
     let started = Instant::now();
@@ -343,9 +346,16 @@ fn douyin_down_slow_garbage_or_failing_never_slows_a_webhook_answer() {
                 "1s",
             ]),
         );
+        // One push first, not measured: under qemu-user (cross/test-arm) the first pass
+        // through the code is translated and slow, catch-up or not.
+        assert_eq!(
+            d.push(&coupon("verify", 1, &format!("{name}-warm"))).status,
+            200
+        );
         let slowest = slowest_push(&d, Duration::from_secs(3), name);
+        // SPEC §3: nothing may keep a valid push from an answer within 1 s.
         assert!(
-            slowest < Duration::from_millis(500),
+            slowest < ANSWER_BUDGET,
             "{name}: a webhook answer took {slowest:?}"
         );
         assert!(
@@ -359,7 +369,7 @@ fn douyin_down_slow_garbage_or_failing_never_slows_a_webhook_answer() {
             d.log_text()
         );
         let slowest = slowest_push(&d, Duration::from_secs(1), &format!("{name}-after"));
-        assert!(slowest < Duration::from_millis(500), "{name}: {slowest:?}");
+        assert!(slowest < ANSWER_BUDGET, "{name}: {slowest:?}");
         let out = run(&["status", "--db", d.db.to_str().unwrap()], &[]);
         let status = String::from_utf8_lossy(&out.stdout);
         assert!(
