@@ -1304,6 +1304,8 @@ mod tests {
                 reason: "wrong signature".into(),
                 challenge: None,
             },
+            source: Source::Push,
+            dedup: None,
         }
     }
 
