@@ -151,6 +151,7 @@ fn a_full_connection_table_closes_the_longest_idle_ones_not_the_newcomer() {
     let base = open_fds(pid);
     let rss_before = rss_kib(pid);
     let mut first = idle_connections(&d, 1024);
+    let opened = Instant::now();
     let held = wait_fds(pid, base + 1024);
     let rss_full = rss_kib(pid);
     eprintln!(
@@ -170,6 +171,7 @@ fn a_full_connection_table_closes_the_longest_idle_ones_not_the_newcomer() {
         rss_full - rss_before
     );
     // 100 more: the table is full, so the oldest idle ones make room.
+    let evicting = Instant::now();
     let mut newer = idle_connections(&d, 100);
     ten_pushes_each_within_a_second(&d, "full");
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -184,22 +186,33 @@ fn a_full_connection_table_closes_the_longest_idle_ones_not_the_newcomer() {
         oldest_closed >= 100,
         "only {oldest_closed} of the oldest 100 were closed"
     );
-    for s in newer.iter_mut().chain(first.iter_mut().skip(300)).take(200) {
-        assert!(
-            !closed_by_server(s, Duration::from_millis(5)),
-            "a newer connection was closed"
+    // The newer ones are still open, unless this ran so slowly (under qemu-user) that
+    // hyper's 10 s header timeout has closed idle connections by itself.
+    if opened.elapsed() < Duration::from_secs(8) {
+        for s in newer.iter_mut().chain(first.iter_mut().skip(300)).take(200) {
+            assert!(
+                !closed_by_server(s, Duration::from_millis(5)),
+                "a newer connection was closed"
+            );
+        }
+    } else {
+        eprintln!(
+            "newer connections not checked: {:?} since they opened",
+            opened.elapsed()
         );
     }
-    // 110 evictions, one log line (the rest are summed up after 10 s).
+    // 110 evictions, one log line, the rest summed up once 10 s have passed.
     assert!(
         d.wait_log("connections open", Duration::from_secs(2)),
         "{}",
         d.log_text()
     );
-    assert_eq!(
-        log_lines_with(&d, "connections open"),
-        1,
-        "{}",
+    let lines = log_lines_with(&d, "connections open") as u64;
+    let allowed = 1 + evicting.elapsed().as_secs() / 10;
+    assert!(
+        (1..=allowed).contains(&lines),
+        "{lines} lines in {:?}: {}",
+        evicting.elapsed(),
         d.log_text()
     );
 }
