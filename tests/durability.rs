@@ -47,7 +47,13 @@ fn sigkill_under_concurrent_load_loses_no_acknowledged_message_and_applies_none_
             })
         })
         .collect();
+    // Kill mid-load, once there is load to lose: after 1.5 s, and not before 150
+    // acknowledged messages, which under qemu (cross/test-arm) can take longer.
+    let loading = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
+    while acked.lock().unwrap().len() < 150 && loading.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.kill9();
     stop.store(true, Ordering::Relaxed);
     for s in senders {

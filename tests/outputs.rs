@@ -181,11 +181,14 @@ fn a_stalled_printer_does_not_slow_webhook_answers() {
         assert_eq!(r.status, 200);
         slowest = slowest.max(r.elapsed);
     }
-    // Generous: answers take about a millisecond; the stalled printer's attempts take 3 s.
-    assert!(
-        slowest < Duration::from_millis(500),
-        "slowest answer {slowest:?}"
-    );
+    // Generous: answers take about a millisecond (under qemu on a busy machine, up to
+    // most of a second); the stalled printer's attempts take 3 s.
+    let budget = if emulated() {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(500)
+    };
+    assert!(slowest < budget, "slowest answer {slowest:?}");
     wait_until("a stalled attempt to fail", Duration::from_secs(15), || {
         outputs(&d, "printer")[0]
             .2

@@ -25,10 +25,7 @@ pub const DOUYIN_EXAMPLE: &str = r#"{ "event": "life_trade_certificate_notify", 
 /// emulator command (e.g. `qemu-arm -L /usr/arm-linux-gnueabihf`), since this machine
 /// has no binfmt_misc to start foreign binaries by themselves.
 pub fn coupond() -> Command {
-    match std::env::var("COUPOND_TEST_RUNNER")
-        .ok()
-        .filter(|r| !r.trim().is_empty())
-    {
+    match test_runner() {
         Some(runner) => {
             let mut words = runner.split_whitespace();
             let mut cmd = Command::new(words.next().unwrap());
@@ -37,6 +34,19 @@ pub fn coupond() -> Command {
         }
         None => Command::new(BIN),
     }
+}
+
+fn test_runner() -> Option<String> {
+    std::env::var("COUPOND_TEST_RUNNER")
+        .ok()
+        .filter(|r| !r.trim().is_empty())
+}
+
+/// Whether the daemon runs under an emulator (cross/test-arm). Every request then costs
+/// tens of times what it does natively, so a timing budget meant for real hardware is
+/// widened there, never natively.
+pub fn emulated() -> bool {
+    test_runner().is_some()
 }
 
 /// A scratch directory removed on drop.
