@@ -86,6 +86,7 @@ fn main() {
                             event: Some("life_trade_certificate_notify".into()),
                             client_key: Some("app".into()),
                             log_id: Some(format!("L{seq}")),
+                            test: false,
                             kind: Kind::Certificate(CertificateMsg {
                                 action,
                                 msg_time: t / 1000,

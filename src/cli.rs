@@ -3,14 +3,18 @@
 
 use std::process::ExitCode;
 
-use crate::commands::{reprint, reverify, send, serve, status};
+use crate::commands::{check, print_test, reprint, reverify, send, serve, status};
 use crate::config::{self, Args, CommandId, ConfigError, Parsed, COMMANDS};
 use crate::sanitize;
 
 type Env = dyn Fn(&str) -> Option<String>;
 
+fn process_env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
 pub fn main(argv: &[String]) -> ExitCode {
-    let env = |k: &str| std::env::var(k).ok();
+    let env = process_env;
     let Some(name) = argv.get(1) else {
         eprint!("{}", config::top_help());
         return ExitCode::from(2);
@@ -37,15 +41,24 @@ pub fn main(argv: &[String]) -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    let names = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for warning in config::unknown_environment(names) {
+        eprintln!("coupond: {warning}");
+    }
     let args = match config::parse(command, &argv[2..], &env) {
         Ok(Parsed::Help(h)) => {
             print!("{h}");
             return ExitCode::SUCCESS;
         }
         Ok(Parsed::Run(args)) => args,
+        // `check` reports a bad setting as one of its lines.
+        Err(e) if command.id == CommandId::Check => {
+            println!("{}", check::settings_failed(&e));
+            return ExitCode::FAILURE;
+        }
         Err(e) => return usage_error(&e),
     };
-    match run(&args, &env) {
+    match run(&args, &argv[2..], &env) {
         Ok(Ran::Done) => ExitCode::SUCCESS,
         Ok(Ran::NotDone) => ExitCode::FAILURE,
         Err(Failed::Usage(e)) => usage_error(&e),
@@ -85,13 +98,28 @@ impl From<String> for Failed {
 }
 
 /// Validates the command's settings and runs it.
-fn run(args: &Args, env: &Env) -> Result<Ran, Failed> {
+fn run(args: &Args, argv: &[String], env: &Env) -> Result<Ran, Failed> {
     match args.command().id {
         CommandId::Serve => {
             let cfg = config::ServeConfig::from_args(args, env)?;
             init_logging(cfg.log_level);
-            serve::run(cfg)?;
+            // A reload reads the settings file and the secrets again, as at start.
+            let (command, argv) = (args.command(), argv.to_vec());
+            let reload = move || match config::parse(command, &argv, &process_env) {
+                Ok(Parsed::Run(a)) => config::ServeConfig::from_args(&a, &process_env)
+                    .map(|c| c.apps)
+                    .map_err(|e| e.to_string()),
+                Ok(Parsed::Help(_)) => Err("unexpected --help".into()),
+                Err(e) => Err(e.to_string()),
+            };
+            serve::run(cfg, Box::new(reload))?;
         }
+        CommandId::Check => {
+            if !check::run(args, env)? {
+                return Ok(Ran::NotDone);
+            }
+        }
+        CommandId::PrintTest => print_test::run(&config::PrintTestConfig::from_args(args)?)?,
         CommandId::Status => status::run(&config::StatusConfig::from_args(args)?)?,
         CommandId::Send => {
             if !send::run(&config::SendConfig::from_args(args, env)?)? {

@@ -61,7 +61,11 @@ fn event(m: &Message, c: &CertificateMsg, body: &[u8]) -> JobEvent {
         log_id: m.log_id.clone(),
         received_at: "2026-11-25T16:48:43.438Z".into(),
         body: String::from_utf8_lossy(body).into_owned(),
-        source: crate::store::Source::Push,
+        source: if m.test {
+            crate::store::Source::Test
+        } else {
+            crate::store::Source::Push
+        },
     }
 }
 

@@ -39,6 +39,9 @@ pub struct Message {
     pub event: Option<String>,
     pub client_key: Option<String>,
     pub log_id: Option<String>,
+    /// `coupond send`'s test push (`from_user_id` = `coupond-send`, inside the signed
+    /// body): the store records it with `source` = `test`.
+    pub test: bool,
     pub kind: Kind,
 }
 
@@ -146,6 +149,7 @@ pub fn classify(apps: &Apps, body: &[u8], signature_header: Option<&str>) -> Int
         envelope.client_key.clone(),
         envelope.log_id.clone(),
     );
+    let test = envelope.from_user_id.as_deref() == Some(wire::TEST_SENDER);
     let Some(key) = client_key.as_deref() else {
         return invalid(event, None, log_id, "client_key is missing".into());
     };
@@ -170,6 +174,7 @@ pub fn classify(apps: &Apps, body: &[u8], signature_header: Option<&str>) -> Int
         event,
         client_key,
         log_id,
+        test,
         kind,
     })
 }
@@ -184,6 +189,7 @@ fn invalid(
         event,
         client_key,
         log_id,
+        test: false,
         kind: Kind::Invalid(reason),
     })
 }

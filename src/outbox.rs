@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
-use crate::store::{Attempt, AttemptOutcome, Job};
+use crate::store::{Attempt, AttemptOutcome, Job, Work};
 use crate::writer::Writer;
 
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
@@ -129,12 +129,16 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             (AttemptOutcome::Done, None)
         }
         Err(error) if attempts >= max_attempts => {
+            let again = match &job.work {
+                Work::Coupon(e) => format!(
+                    "certificate {}; `coupond reprint {}` queues it again",
+                    e.certificate_id, e.certificate_id
+                ),
+                Work::PrintTest => "a print test".into(),
+            };
             log::error!(
-                "{name}: output {} (certificate {}) failed after {attempts} attempts: {error}; \
-                 `coupond reprint {}` queues it again",
-                job.id,
-                job.event.certificate_id,
-                job.event.certificate_id
+                "{name}: output {} failed after {attempts} attempts: {error} ({again})",
+                job.id
             );
             (AttemptOutcome::GiveUp(error), None)
         }

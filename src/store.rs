@@ -203,15 +203,20 @@ pub enum Source {
     Push,
     /// A record of Douyin's verify-record API, recovered by catch-up.
     Reconcile,
+    /// `coupond send` (its body says so: `from_user_id` = `coupond-send`) and `coupond
+    /// print-test`: stored, printed and shown marked 测试, counted apart, never taken for
+    /// a real redemption.
+    Test,
 }
 
 impl Source {
-    pub const ALL: [Source; 2] = [Source::Push, Source::Reconcile];
+    pub const ALL: [Source; 3] = [Source::Push, Source::Reconcile, Source::Test];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Push => "push",
             Source::Reconcile => "reconcile",
+            Source::Test => "test",
         }
     }
 
@@ -249,14 +254,27 @@ pub enum Ack {
     },
 }
 
-/// A pending output job, with the message it tells about.
+/// A pending output job, with what it is to tell.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
     pub attempts: i64,
     pub reprint: bool,
-    pub event: JobEvent,
+    pub work: Work,
 }
+
+/// What an output job tells.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A coupon's applied message.
+    Coupon(Box<JobEvent>),
+    /// `coupond print-test`: a test receipt, about no coupon.
+    PrintTest,
+}
+
+/// The `event` of the message row `coupond print-test` records (no coupon, never
+/// from Douyin).
+pub const PRINT_TEST_EVENT: &str = "coupond_print_test";
 
 /// The coupon event an output job reports.
 #[derive(Debug, Clone)]
@@ -282,6 +300,11 @@ impl JobEvent {
     /// Recovered by catch-up rather than pushed: receipts and the display say 补录.
     pub fn recovered(&self) -> bool {
         self.source == Source::Reconcile
+    }
+
+    /// A test push (`coupond send`): marked 测试 wherever it shows.
+    pub fn test(&self) -> bool {
+        self.source == Source::Test
     }
 }
 
@@ -338,6 +361,8 @@ pub struct CertificateRow {
     pub status: Status,
     pub status_msg_time: i64,
     pub updated_at: String,
+    /// Set by a test push.
+    pub test: bool,
 }
 
 /// `coupond status`'s view of the database.
@@ -358,6 +383,9 @@ pub struct Summary {
     pub catchup: Vec<CatchupRow>,
     /// Messages catch-up applied, in all.
     pub recovered: i64,
+    /// Test pushes and print tests, counted apart from the rest.
+    pub test_messages: i64,
+    pub test_coupons: i64,
 }
 
 /// A `counters` row: requests counted rather than stored.
@@ -385,6 +413,10 @@ pub struct Repeated {
     pub n: i64,
     pub last_at: String,
 }
+
+/// Certificates a test push set, which `status` counts apart.
+const TEST_CERTIFICATE: &str = "EXISTS (SELECT 1 FROM messages m
+    WHERE m.certificate_id = c.certificate_id AND m.source = 'test')";
 
 pub struct Store {
     conn: Connection,
@@ -453,6 +485,11 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// The schema version of the file (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<i64> {
+        schema_version(&self.conn)
+    }
+
     /// Records a batch of arrivals in one transaction: one fsync for all of them (group
     /// commit). Returns one [`Ack`] per arrival, in order, only once committed.
     pub fn ingest<'a>(
@@ -482,17 +519,16 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
-                    m.received_at, CAST(m.body AS TEXT), m.source
+                    m.received_at, CAST(m.body AS TEXT), m.source, m.event
              FROM outputs o JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'pending' AND o.sink = ?1
              ORDER BY o.id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![sink, limit as i64], |r| {
-            Ok(Job {
-                id: r.get(0)?,
-                attempts: r.get(1)?,
-                reprint: r.get(2)?,
-                event: JobEvent {
+            let work = if r.get::<_, Option<String>>(15)?.as_deref() == Some(PRINT_TEST_EVENT) {
+                Work::PrintTest
+            } else {
+                Work::Coupon(Box::new(JobEvent {
                     message_id: r.get(3)?,
                     action: r.get(4)?,
                     certificate_id: r.get(5)?,
@@ -505,10 +541,46 @@ impl Store {
                     received_at: r.get(12)?,
                     body: r.get(13)?,
                     source: r.get(14)?,
-                },
+                }))
+            };
+            Ok(Job {
+                id: r.get(0)?,
+                attempts: r.get(1)?,
+                reprint: r.get(2)?,
+                work,
             })
         })?;
         rows.collect()
+    }
+
+    /// Records a `coupond print-test` request (a test message about no coupon) and
+    /// queues it for the printer; returns the output job's id.
+    pub fn queue_print_test(&mut self, body: &str) -> Result<i64> {
+        let tx = self.conn.transaction()?;
+        let now = time::now_rfc3339();
+        let sha1 = sha1_smol::Sha1::from(body.as_bytes()).digest().to_string();
+        tx.execute(
+            "INSERT INTO messages (received_at, event, outcome, body, body_sha1,
+                                   last_received_at, source)
+             VALUES (?1, ?2, 'ignored', ?3, ?4, ?1, ?5)",
+            params![now, PRINT_TEST_EVENT, body, sha1, Source::Test],
+        )?;
+        let message_id = tx.last_insert_rowid();
+        insert_output(&tx, message_id, SinkKind::Printer, &now, false)?;
+        let output_id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(output_id)
+    }
+
+    /// An output job's state and last error, to follow one through the daemon.
+    pub fn output_state(&self, id: i64) -> Result<Option<(String, Option<String>)>> {
+        self.conn
+            .query_row(
+                "SELECT state, last_error FROM outputs WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
     }
 
     /// Records delivery attempts in one transaction.
@@ -685,10 +757,11 @@ impl Store {
 
     /// The most recently changed certificates, newest first.
     pub fn latest_certificates(&self, limit: usize) -> Result<Vec<CertificateRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT certificate_id, order_id, code, account_id, status, status_msg_time, updated_at
-             FROM certificates ORDER BY updated_at DESC, rowid DESC LIMIT ?1",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT certificate_id, order_id, code, account_id, status, status_msg_time,
+                        updated_at, {TEST_CERTIFICATE}
+                 FROM certificates c ORDER BY updated_at DESC, rowid DESC LIMIT ?1"
+        ))?;
         let rows = stmt.query_map([limit as i64], |r| {
             Ok(CertificateRow {
                 certificate_id: r.get(0)?,
@@ -698,6 +771,7 @@ impl Store {
                 status: r.get(4)?,
                 status_msg_time: r.get(5)?,
                 updated_at: r.get(6)?,
+                test: r.get(7)?,
             })
         })?;
         rows.collect()
@@ -743,11 +817,25 @@ impl Store {
             schema_version: schema_version(c)?,
             certificates: pairs(
                 c,
-                "SELECT status, count(*) FROM certificates GROUP BY status ORDER BY status",
+                &format!(
+                    "SELECT status, count(*) FROM certificates c WHERE NOT {TEST_CERTIFICATE}
+                     GROUP BY status ORDER BY status"
+                ),
             )?,
             outcomes: pairs(
                 c,
-                "SELECT outcome, count(*) FROM messages GROUP BY outcome ORDER BY outcome",
+                "SELECT outcome, count(*) FROM messages WHERE source != 'test'
+                 GROUP BY outcome ORDER BY outcome",
+            )?,
+            test_messages: c.query_row(
+                "SELECT count(*) FROM messages WHERE source = 'test'",
+                [],
+                |r| r.get(0),
+            )?,
+            test_coupons: c.query_row(
+                &format!("SELECT count(*) FROM certificates c WHERE {TEST_CERTIFICATE}"),
+                [],
+                |r| r.get(0),
             )?,
             redeliveries: c.query_row(
                 "SELECT coalesce(sum(deliveries - 1), 0) FROM messages",
@@ -1058,7 +1146,7 @@ fn insert_message(
         cert.and_then(|c| c.order_id.as_ref()),
         cert.and_then(|c| c.code.as_ref()),
         cert.and_then(|c| c.account_id.as_ref()),
-        a.source,
+        if msg.test { Source::Test } else { a.source },
     ])?;
     Ok(tx.last_insert_rowid())
 }

@@ -15,6 +15,8 @@ use crate::coupon::Action;
 pub const EVENT_CERTIFICATE: &str = "life_trade_certificate_notify";
 /// The `event` Douyin sends to check a newly configured webhook URL.
 pub const EVENT_VERIFY_WEBHOOK: &str = "verify_webhook";
+/// The `from_user_id` of `coupond send`'s test pushes (SPEC §7).
+pub const TEST_SENDER: &str = "coupond-send";
 
 /// The outer JSON object, with the fields coupond uses picked out.
 #[derive(Debug, Clone)]
@@ -22,6 +24,8 @@ pub struct Envelope {
     pub event: Option<String>,
     pub client_key: Option<String>,
     pub log_id: Option<String>,
+    /// `coupond send` puts [`TEST_SENDER`] here, inside the signed body.
+    pub from_user_id: Option<String>,
     content: Option<Value>,
 }
 
@@ -60,6 +64,7 @@ pub fn parse_envelope(body: &[u8]) -> Result<Envelope, String> {
         event: text(obj.get("event")),
         client_key: text(obj.get("client_key")),
         log_id: text(obj.get("log_id")),
+        from_user_id: text(obj.get("from_user_id")),
         content: obj.remove("content"),
     })
 }

@@ -109,7 +109,7 @@ fn the_unit_is_hardened_to_an_exposure_of_at_most_1_5_and_verifies_clean() {
     let copy = dir.path("coupond.service");
     let body = std::fs::read_to_string(&unit)
         .unwrap()
-        .replace("/usr/local/bin/coupond", BIN);
+        .replace("/usr/bin/coupond", BIN);
     std::fs::write(&copy, body).unwrap();
     let out = Command::new(tool)
         .arg("verify")
@@ -152,16 +152,24 @@ fn the_unit_and_the_readme_agree_on_paths() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let unit = std::fs::read_to_string(root.join("systemd/coupond.service")).unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let env_example = std::fs::read_to_string(root.join("systemd/coupond.env.example")).unwrap();
     for path in [
         "/etc/coupond/coupond.env",
         "/etc/coupond/client_secret",
         "/var/lib/coupond/coupond.db",
-        "/usr/local/bin/coupond",
+        "/usr/bin/coupond",
     ] {
         assert!(unit.contains(path), "the unit lacks {path}");
         assert!(readme.contains(path), "the README lacks {path}");
     }
-    let env_example = std::fs::read_to_string(root.join("systemd/coupond.env.example")).unwrap();
+    // The daemon reads the settings file itself, and it names the database and secret.
+    assert!(!unit.lines().any(|l| l.starts_with("EnvironmentFile=")));
+    assert!(env_example.contains("COUPOND_DB=/var/lib/coupond/coupond.db"));
+    assert!(env_example.contains("COUPOND_SECRET_FILE=/etc/coupond/client_secret"));
+    assert!(
+        coupond::config::flags::parse_settings(&env_example).is_ok(),
+        "the example settings file is valid"
+    );
     for line in env_example
         .lines()
         .filter(|l| l.starts_with("COUPOND_") || l.starts_with("#COUPOND_"))

@@ -2,6 +2,8 @@
 //! from [`config`](crate::config) and returns `Ok` or one error line; [`cli`](crate::cli)
 //! turns that into an exit status.
 
+pub mod check;
+pub mod print_test;
 pub mod reprint;
 pub mod reverify;
 pub mod send;

@@ -48,7 +48,7 @@ pub fn body(cfg: &SendConfig, now_secs: i64) -> Vec<u8> {
     let envelope = json!({
         "event": event,
         "client_key": cfg.client_key,
-        "from_user_id": "coupond-send",
+        "from_user_id": wire::TEST_SENDER,
         "content": content.to_string(),
         "log_id": log_id,
     });

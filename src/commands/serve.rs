@@ -6,8 +6,18 @@
 //! start-up with one line and a non-zero exit. Shutdown closes the listener, lets
 //! requests in hand finish (each waits for its commit), stops the outbox, then closes
 //! the database from the writer thread.
+//!
+//! SIGHUP (`systemctl reload`) re-reads the settings file and the secrets, swaps the
+//! apps the webhook checks against, and re-checks the rejected pushes with them; other
+//! settings take effect at the next start. A reload that fails keeps what runs.
+//!
+//! One daemon per database: it holds an advisory lock on `DB.lock` ([`DaemonLock`]), so
+//! a second `serve` refuses to start and `print-test` knows to go through the outbox.
 
+use std::fs::File;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::commands::reverify;
 use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
+use crate::intake::Apps;
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::ratelimit::{self, Limits};
@@ -34,17 +45,66 @@ use crate::store::{OutputPlan, Store};
 use crate::tls;
 use crate::writer::Writer;
 
+/// Reads the apps (client keys and secrets) again, for a reload.
+pub type Reload = Box<dyn Fn() -> Result<Apps, String> + Send + Sync>;
+
 /// Runs the daemon; returns an error line for start-up failures.
-pub fn run(cfg: ServeConfig) -> Result<(), String> {
+pub fn run(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(serve(cfg))
+    rt.block_on(serve(cfg, reload))
+}
+
+/// The advisory lock one daemon holds on its database (`flock` on `DB.lock`, released
+/// when the process ends however it ends). A separate file: closing any descriptor of
+/// the database file itself would drop SQLite's own POSIX locks.
+pub struct DaemonLock {
+    _file: File,
+}
+
+impl DaemonLock {
+    fn path(db: &Path) -> PathBuf {
+        let mut p = db.as_os_str().to_owned();
+        p.push(".lock");
+        PathBuf::from(p)
+    }
+
+    /// Takes the lock, or `Ok(None)` when a daemon holds it.
+    pub fn take(db: &Path) -> Result<Option<DaemonLock>, String> {
+        let path = DaemonLock::path(db);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(DaemonLock { _file: file }));
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(format!("cannot lock {}: {e}", path.display()))
+        }
+    }
+
+    /// Whether a daemon holds the lock of `db` (its lock file exists and is locked).
+    pub fn held(db: &Path) -> bool {
+        let Ok(file) = File::open(DaemonLock::path(db)) else {
+            return false;
+        };
+        // SAFETY: as above; a shared lock that we drop at once.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+    }
 }
 
 /// What start-up opened, bound and built, before anything runs.
 struct Started {
+    _lock: DaemonLock,
     store: Store,
     listener: TcpListener,
     display: Option<(TcpListener, Arc<Feed>)>,
@@ -53,11 +113,12 @@ struct Started {
     catchup: Option<catchup::Settings>,
 }
 
-async fn serve(cfg: ServeConfig) -> Result<(), String> {
+async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     // Before anything else: a SIGTERM from systemd right after READY must reach the
-    // handler, not kill the process with the default action.
+    // handler, not kill the process with the default action (nor a SIGHUP).
     let signals = Signals::install()?;
     let Started {
+        _lock,
         store,
         listener,
         display,
@@ -65,9 +126,11 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         plan,
         catchup,
     } = start(&cfg).await?;
+    let plan_for_reload = plan.clone();
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let (changes_tx, changes) = watch::channel(0u64);
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
+    let plan = plan_for_reload;
     let (trigger, stop) = shutdown::channel();
     log::info!(
         "coupond {} listening on http://{local}{} with database {}; {} app(s), {} secret(s); outputs: {}",
@@ -85,10 +148,11 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
+    let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
     let hook = Arc::new(Webhook {
         path: cfg.path.clone(),
         max_body: cfg.max_body,
-        apps: cfg.apps.clone(),
+        apps,
         writer: writer.clone(),
         limits,
         bodies: BodyPool::new(BODY_POOL),
@@ -100,8 +164,17 @@ async fn serve(cfg: ServeConfig) -> Result<(), String> {
         move |req| webhook::handle(hook.clone(), req),
         stop.clone(),
     );
-    notifier.send(&format!("READY=1\nSTATUS=listening on {local}{}", cfg.path));
-    tokio::spawn(signals.stop_on_first(trigger, notifier));
+    let ready = format!("READY=1\nSTATUS=listening on {local}{}", cfg.path);
+    notifier.send(&ready);
+    let reloads = Reloads {
+        reload,
+        apps: apps_tx,
+        writer: writer.clone(),
+        plan: plan.clone(),
+        notifier: notifier.clone(),
+        ready,
+    };
+    tokio::spawn(signals.run(trigger, notifier, reloads));
 
     webhook.await;
     while tasks.join_next().await.is_some() {}
@@ -118,6 +191,14 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
             cfg.db.display()
         )
     })?;
+    let lock = DaemonLock::take(&cfg.db)
+        .map_err(|e| format!("{e} (check --db and that the directory exists and is writable)"))?
+        .ok_or_else(|| {
+            format!(
+                "another coupond serve is running on {} (one daemon per database)",
+                cfg.db.display()
+            )
+        })?;
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
         format!(
             "cannot listen on {}: {e} (another coupond running? choose another --listen)",
@@ -145,6 +226,7 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
     }
     let catchup = catchup_settings(cfg)?;
     Ok(Started {
+        _lock: lock,
         store,
         listener,
         display,
@@ -345,10 +427,53 @@ async fn watchdog(
     }
 }
 
-/// SIGTERM and SIGINT, caught from start-up on.
+/// SIGTERM and SIGINT (stop) and SIGHUP (reload), caught from start-up on.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+/// What a reload needs: how to read the apps again and where they go.
+struct Reloads {
+    reload: Reload,
+    apps: watch::Sender<Arc<Apps>>,
+    writer: Writer,
+    plan: OutputPlan,
+    notifier: Arc<Notifier>,
+    ready: String,
+}
+
+impl Reloads {
+    /// Re-reads the secrets (and client keys), swaps them in, and re-checks the
+    /// rejected pushes with them, as at start.
+    async fn reload(&self) {
+        self.notifier.send("RELOADING=1");
+        match (self.reload)() {
+            Err(e) => log::error!("SIGHUP: reload failed, keeping the current secrets: {e}"),
+            Ok(apps) => {
+                log::info!(
+                    "SIGHUP: reloaded: {} app(s), {} secret(s) in use (other settings apply at the next start)",
+                    apps.client_keys.len(),
+                    apps.secrets.len()
+                );
+                let apps = Arc::new(apps);
+                let _ = self.apps.send(apps.clone());
+                let plan = self.plan.clone();
+                match self
+                    .writer
+                    .call(move |s| reverify::pass(s, &apps, &plan))
+                    .await
+                {
+                    Ok(Ok(r)) if r.recovered > 0 => log::warn!("reverify: {r}"),
+                    Ok(Ok(r)) => log::info!("reverify: {r}"),
+                    Ok(Err(e)) => log::error!("reverify: {e}"),
+                    Err(_) => {}
+                }
+            }
+        }
+        self.notifier.send(&self.ready);
+    }
 }
 
 impl Signals {
@@ -358,14 +483,18 @@ impl Signals {
         Ok(Signals {
             term: install(SignalKind::terminate())?,
             int: install(SignalKind::interrupt())?,
+            hup: install(SignalKind::hangup())?,
         })
     }
 
-    /// Waits for the first of them, then starts a clean stop.
-    async fn stop_on_first(mut self, stop: Trigger, notifier: Arc<Notifier>) {
-        let which = tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "SIGINT",
+    /// Reloads on each SIGHUP; on the first SIGTERM or SIGINT, starts a clean stop.
+    async fn run(mut self, stop: Trigger, notifier: Arc<Notifier>, reloads: Reloads) {
+        let which = loop {
+            tokio::select! {
+                _ = self.term.recv() => break "SIGTERM",
+                _ = self.int.recv() => break "SIGINT",
+                _ = self.hup.recv() => reloads.reload().await,
+            }
         };
         log::info!("{which}: stopping (answering requests in hand first)");
         notifier.send("STOPPING=1");

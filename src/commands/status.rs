@@ -49,6 +49,12 @@ pub fn render(db: &str, s: &Summary) -> String {
             .join(", "),
         s.redeliveries
     );
+    if s.test_messages > 0 {
+        out += &format!(
+            "tests      {} test message(s) (coupond send, print-test), {} test coupon(s): not counted above\n",
+            s.test_messages, s.test_coupons
+        );
+    }
     match &s.last_message {
         Some((at, outcome, action, cert)) => {
             out += &format!(

@@ -3,12 +3,13 @@
 //! so that help, parsing and the README (checked by `tests/docs.rs`) cannot drift apart.
 //!
 //! This layer knows no types. [`parse`] turns `argv` and the outside values (the
-//! environment today, the settings file of SPEC §7 beside it) into [`Args`]: for each
-//! flag of the command, its text and where it came from. The typed, validated settings
+//! environment, then the settings file of SPEC §7) into [`Args`]: for each flag of the
+//! command, its text and where it came from. The typed, validated settings
 //! are built from them once, in [`super::settings`], by naming the flag constants
 //! (never a string key), and a flag's default is only ever written here.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use super::ConfigError;
 
@@ -29,6 +30,8 @@ pub enum CommandId {
     Send,
     Reprint,
     Reverify,
+    Check,
+    PrintTest,
 }
 
 /// A subcommand and its flags.
@@ -54,7 +57,17 @@ const fn flag(
     }
 }
 
+/// Where the settings file is when `--config` is not given (read only if it exists).
+pub const DEFAULT_CONFIG: &str = "/etc/coupond/coupond.env";
+
 // Shared by several commands.
+pub const CONFIG: Flag = flag(
+    "config",
+    "FILE",
+    Some(DEFAULT_CONFIG),
+    "settings file of COUPOND_<FLAG>=value lines, below flags and environment \
+     (the default is read only when it exists)",
+);
 pub const DB: Flag = flag("db", "FILE", Some("./coupond.db"), "SQLite database file");
 pub const CLIENT_KEY: Flag = flag(
     "client-key",
@@ -112,9 +125,17 @@ pub const STORE_NAME: Flag = flag(
 );
 pub const PRINTER_STATUS: Flag = flag(
     "printer-status",
-    "on|off",
-    Some("on"),
-    "ask a tcp:// printer for paper and online status (DLE EOT) around each receipt",
+    "auto|on|off",
+    Some("auto"),
+    "ask a tcp:// printer for paper and online status (DLE EOT) around each receipt; \
+     auto: once it has answered, without asking if it never does",
+);
+pub const SERIAL_BAUD: Flag = flag(
+    "serial-baud",
+    "BAUD",
+    None,
+    "speed of a serial printer (/dev/ttyUSB0, /dev/ttyS0), such as 9600 or 115200 \
+     [default: as the port is set]",
 );
 pub const DISPLAY_LISTEN: Flag = flag(
     "display-listen",
@@ -205,7 +226,7 @@ pub const CERTIFICATE_ID: Flag = flag(
     "certificate-id",
     "ID",
     None,
-    "coupon (certificate) id (required)",
+    "coupon (certificate) id [default: a fresh TEST-<millis> id, so each test prints]",
 );
 pub const ORDER_ID: Flag = flag("order-id", "ID", None, "order id");
 pub const CODE: Flag = flag("code", "CODE", None, "coupon code (third-party codes only)");
@@ -229,34 +250,65 @@ pub const CHALLENGE: Flag = flag(
     "send a verify_webhook URL check with this challenge instead",
 );
 
+/// `serve`'s settings; `check` takes the same, to check what `serve` would use.
+const SERVE_FLAGS: &[&Flag] = &[
+    &CONFIG,
+    &LISTEN,
+    &PATH,
+    &DB,
+    &CLIENT_KEY,
+    &SECRET_FILE,
+    &MAX_BODY,
+    &PRINTER,
+    &PAPER_WIDTH,
+    &STORE_NAME,
+    &PRINTER_STATUS,
+    &SERIAL_BAUD,
+    &DISPLAY_LISTEN,
+    &EXEC,
+    &EXEC_TIMEOUT,
+    &PRINT_ACTIONS,
+    &OUTPUT_ATTEMPTS,
+    &KEEP_DAYS,
+    &CATCHUP_ACCOUNT_ID,
+    &POI_ID,
+    &RECONCILE_EVERY,
+    &DOUYIN_API,
+    &DOUYIN_CA,
+    &LOG_LEVEL,
+];
+
 pub const SERVE: Command = Command {
     id: CommandId::Serve,
     name: "serve",
     about: "Receive Douyin coupon webhooks, record them in SQLite and tell the store",
     positional: None,
+    flags: SERVE_FLAGS,
+};
+
+pub const CHECK: Command = Command {
+    id: CommandId::Check,
+    name: "check",
+    about: "Check everything serve would use (settings, secrets, database, ports, printer), \
+            one line each; exit 1 if anything FAILs",
+    positional: None,
+    flags: SERVE_FLAGS,
+};
+
+pub const PRINT_TEST: Command = Command {
+    id: CommandId::PrintTest,
+    name: "print-test",
+    about: "Print a test receipt (marked 测试): through the running daemon when one runs on \
+            the database, else straight to the printer",
+    positional: None,
     flags: &[
-        &LISTEN,
-        &PATH,
+        &CONFIG,
         &DB,
-        &CLIENT_KEY,
-        &SECRET_FILE,
-        &MAX_BODY,
         &PRINTER,
         &PAPER_WIDTH,
         &STORE_NAME,
         &PRINTER_STATUS,
-        &DISPLAY_LISTEN,
-        &EXEC,
-        &EXEC_TIMEOUT,
-        &PRINT_ACTIONS,
-        &OUTPUT_ATTEMPTS,
-        &KEEP_DAYS,
-        &CATCHUP_ACCOUNT_ID,
-        &POI_ID,
-        &RECONCILE_EVERY,
-        &DOUYIN_API,
-        &DOUYIN_CA,
-        &LOG_LEVEL,
+        &SERIAL_BAUD,
     ],
 };
 
@@ -265,7 +317,7 @@ pub const STATUS: Command = Command {
     name: "status",
     about: "Summarise the database: coupons, messages, outputs, rejects (read-only)",
     positional: None,
-    flags: &[&DB],
+    flags: &[&CONFIG, &DB],
 };
 
 pub const SEND: Command = Command {
@@ -274,6 +326,7 @@ pub const SEND: Command = Command {
     about: "Push one signed coupon message the way Douyin does, to test a box and its tunnel",
     positional: None,
     flags: &[
+        &CONFIG,
         &URL,
         &CLIENT_KEY,
         &SECRET_FILE,
@@ -294,7 +347,7 @@ pub const REPRINT: Command = Command {
     about:
         "Queue a reprint (marked 重打) of a coupon's latest receipt; the running daemon prints it",
     positional: Some("CERTIFICATE_ID"),
-    flags: &[&DB],
+    flags: &[&CONFIG, &DB],
 };
 
 pub const REVERIFY: Command = Command {
@@ -305,6 +358,7 @@ pub const REVERIFY: Command = Command {
     // The output flags tell it which sinks the daemon has, for the recovered messages'
     // output jobs.
     flags: &[
+        &CONFIG,
         &DB,
         &CLIENT_KEY,
         &SECRET_FILE,
@@ -315,15 +369,23 @@ pub const REVERIFY: Command = Command {
     ],
 };
 
-pub const COMMANDS: &[&Command] = &[&SERVE, &STATUS, &SEND, &REPRINT, &REVERIFY];
+pub const COMMANDS: &[&Command] = &[
+    &SERVE,
+    &CHECK,
+    &STATUS,
+    &SEND,
+    &PRINT_TEST,
+    &REPRINT,
+    &REVERIFY,
+];
 
 /// Where a value came from, to name it in an error. Precedence is the order here, flag
-/// first; a settings file would be one more layer between the environment and the
-/// default.
+/// first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     Flag,
     Env,
+    File,
     Default,
 }
 
@@ -331,6 +393,8 @@ enum Source {
 pub struct Args {
     command: &'static Command,
     values: HashMap<&'static str, (String, Source)>,
+    /// The settings file that was read, if any.
+    config: Option<PathBuf>,
     pub positional: Vec<String>,
 }
 
@@ -346,7 +410,8 @@ pub fn env_name(flag: &str) -> String {
 }
 
 /// Parses `argv` (without the program and command names) for `command`, reading the
-/// values not given as flags through `env` (by their `COUPOND_<FLAG>` names).
+/// values not given as flags through `env` (by their `COUPOND_<FLAG>` names), then from
+/// the settings file (`--config`, `COUPOND_CONFIG`, or [`DEFAULT_CONFIG`] when it exists).
 pub fn parse(
     command: &'static Command,
     argv: &[String],
@@ -389,12 +454,20 @@ pub fn parse(
         };
         values.insert(f.name, (value, Source::Flag));
     }
+    let config = settings_file(values.get(CONFIG.name).map(|(v, _)| v.as_str()), env)?;
+    let file = match &config {
+        Some(path) => read_settings(path)?,
+        None => HashMap::new(),
+    };
     for f in command.flags {
         if values.contains_key(f.name) {
             continue;
         }
-        if let Some(v) = env(&env_name(f.name)).filter(|v| !v.is_empty()) {
+        let name = env_name(f.name);
+        if let Some(v) = env(&name).filter(|v| !v.is_empty()) {
             values.insert(f.name, (v, Source::Env));
+        } else if let Some(v) = file.get(&name) {
+            values.insert(f.name, (v.clone(), Source::File));
         } else if let Some(d) = f.default {
             values.insert(f.name, (d.to_string(), Source::Default));
         }
@@ -405,8 +478,153 @@ pub fn parse(
     Ok(Parsed::Run(Args {
         command,
         values,
+        config,
         positional,
     }))
+}
+
+/// Which settings file to read: the one named by `--config` or `COUPOND_CONFIG` (which
+/// must exist), else [`DEFAULT_CONFIG`] if it exists.
+fn settings_file(
+    flag: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let named = flag
+        .map(|v| (v.to_string(), "--config".to_string()))
+        .or_else(|| {
+            env(&env_name(CONFIG.name))
+                .filter(|v| !v.is_empty())
+                .map(|v| (v, env_name(CONFIG.name)))
+        });
+    match named {
+        Some((path, label)) => {
+            let path = PathBuf::from(path);
+            std::fs::metadata(&path).map_err(|e| {
+                ConfigError(format!(
+                    "cannot read {label} {}: {e} (see systemd/coupond.env.example)",
+                    path.display()
+                ))
+            })?;
+            Ok(Some(path))
+        }
+        None => Ok(Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists())),
+    }
+}
+
+/// Every `COUPOND_*` name a setting can have, for any command: the settings file is
+/// shared, so a name another command takes is not a typo.
+fn known_names() -> Vec<String> {
+    let mut names: Vec<String> = COMMANDS
+        .iter()
+        .flat_map(|c| c.flags.iter().map(|f| env_name(f.name)))
+        .collect();
+    names.push(SECRET_VARIABLE.to_string());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The environment variable that may hold the client secret (never a flag).
+pub const SECRET_VARIABLE: &str = "COUPOND_CLIENT_SECRET";
+
+/// The known name closest to `name` (fewest single-character edits).
+pub fn closest_name(name: &str) -> String {
+    known_names()
+        .into_iter()
+        .min_by_key(|k| edit_distance(name, k))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Reads a settings file: `COUPOND_NAME=value` lines, `#` comments and blank lines, an
+/// optional `export ` and quotes around the value as a shell or systemd's
+/// `EnvironmentFile=` would take them. An unknown name is an error naming the closest
+/// known one: a typo must not go unnoticed.
+pub fn read_settings(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read settings file {}: {e}", path.display())))?;
+    parse_settings(&text).map_err(|(line, why)| {
+        ConfigError(format!(
+            "settings file {} line {line}: {why}",
+            path.display()
+        ))
+    })
+}
+
+/// The settings in `text`; an error is the line number and what is wrong with it.
+pub fn parse_settings(text: &str) -> Result<HashMap<String, String>, (usize, String)> {
+    let known = known_names();
+    let mut out = HashMap::new();
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((name, value)) = line.split_once('=') else {
+            return Err((i + 1, format!("want NAME=value, not {line:?}")));
+        };
+        let name = name.trim();
+        if name == SECRET_VARIABLE {
+            return Err((
+                i + 1,
+                "the client secret does not go in the settings file (every user can read \
+                 it): put it in /etc/coupond/client_secret and set COUPOND_SECRET_FILE"
+                    .into(),
+            ));
+        }
+        if name == env_name(CONFIG.name) || !known.iter().any(|k| k == name) {
+            return Err((
+                i + 1,
+                format!(
+                    "unknown setting {name} (did you mean {}?)",
+                    closest_name(name)
+                ),
+            ));
+        }
+        out.insert(name.to_string(), unquote(value.trim()).to_string());
+    }
+    Ok(out)
+}
+
+fn unquote(v: &str) -> &str {
+    for q in ['"', '\''] {
+        if v.len() >= 2 && v.starts_with(q) && v.ends_with(q) {
+            return &v[1..v.len() - 1];
+        }
+    }
+    v
+}
+
+/// Warnings for `COUPOND_*` variables in the environment that no setting has: only a
+/// warning there, since hooks and scripts set variables of their own.
+pub fn unknown_environment(names: impl Iterator<Item = String>) -> Vec<String> {
+    let known = known_names();
+    names
+        .filter(|n| n.starts_with("COUPOND_") && !known.contains(n))
+        .map(|n| {
+            format!(
+                "warning: environment variable {n} is no coupond setting and is ignored \
+                 (did you mean {}?)",
+                closest_name(&n)
+            )
+        })
+        .collect()
 }
 
 impl Args {
@@ -418,11 +636,19 @@ impl Args {
     /// The flag's text and how to name it in an error (`--flag` or `COUPOND_FLAG`).
     fn get(&self, flag: &Flag) -> Option<(&str, String)> {
         let (v, src) = self.values.get(flag.name)?;
-        let label = match src {
-            Source::Env => env_name(flag.name),
-            Source::Flag | Source::Default => format!("--{}", flag.name),
+        let label = match (src, &self.config) {
+            (Source::Env, _) => env_name(flag.name),
+            (Source::File, Some(path)) => {
+                format!("{} in {}", env_name(flag.name), path.display())
+            }
+            _ => format!("--{}", flag.name),
         };
         Some((v.as_str(), label))
+    }
+
+    /// The settings file these arguments read, if any.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config.as_deref()
     }
 
     /// The flag's text as given, if any.
@@ -525,6 +751,50 @@ mod tests {
                 assert!(h.contains(&env_name(f.name)), "{}", f.name);
             }
         }
+    }
+
+    #[test]
+    fn settings_file_lines_and_typos() {
+        let s = parse_settings(
+            "\u{feff}# a comment\n\nCOUPOND_PRINTER=/dev/usb/lp0\nexport COUPOND_STORE_NAME=\"望京 店\"\n  COUPOND_DB = /var/lib/coupond/coupond.db \n",
+        )
+        .unwrap();
+        assert_eq!(s["COUPOND_PRINTER"], "/dev/usb/lp0");
+        assert_eq!(s["COUPOND_STORE_NAME"], "望京 店");
+        assert_eq!(s["COUPOND_DB"], "/var/lib/coupond/coupond.db");
+        let (line, why) = parse_settings("# x\nCOUPOND_PRINTR=/dev/usb/lp0\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(
+            why.contains("unknown setting COUPOND_PRINTR (did you mean COUPOND_PRINTER?)"),
+            "{why}"
+        );
+        let (_, why) = parse_settings("COUPOND_CLIENT_SECRET=x\n").unwrap_err();
+        assert!(why.contains("/etc/coupond/client_secret"), "{why}");
+        assert!(!why.contains("=x"));
+        assert!(parse_settings("COUPOND_LISTEN\n").is_err());
+        // A name another command takes is no typo: the file is shared.
+        assert!(parse_settings("COUPOND_URL=http://127.0.0.1:8080/douyin/webhook\n").is_ok());
+        assert_eq!(
+            closest_name("COUPOND_DISPLAY_LISTN"),
+            "COUPOND_DISPLAY_LISTEN"
+        );
+        assert_eq!(closest_name("COUPOND_SECRETFILE"), "COUPOND_SECRET_FILE");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_warnings_naming_the_closest() {
+        let w = unknown_environment(
+            [
+                "COUPOND_PRINTR",
+                "COUPOND_PRINTER",
+                "PATH",
+                "COUPOND_CLIENT_SECRET",
+            ]
+            .into_iter()
+            .map(String::from),
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("COUPOND_PRINTR") && w[0].contains("COUPOND_PRINTER?"));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use super::ConfigError;
 use crate::coupon::Action;
 use crate::douyin::ApiUrl;
 use crate::intake::Apps;
-use crate::sinks::printer::PrinterDest;
-use crate::sinks::{Outputs, SinkKind};
+use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
+use crate::sinks::{Outputs, Receipts, SinkKind};
 use crate::url::Url;
 
 /// `coupond serve`, validated.
@@ -87,6 +87,14 @@ impl ServeConfig {
         args: &Args,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        let mut cfg = ServeConfig::without_secrets(args)?;
+        cfg.apps = apps(args, env)?;
+        Ok(cfg)
+    }
+
+    /// Everything but the secrets (`apps.secrets` is empty): `coupond check` loads
+    /// those on their own, to report them on their own line.
+    pub fn without_secrets(args: &Args) -> Result<Self, ConfigError> {
         let listen = args.value(&f::LISTEN, parse_addr)?;
         let display_listen = args.optional(&f::DISPLAY_LISTEN, parse_addr)?;
         if display_listen.is_some_and(|d| d.port() != 0 && d == listen) {
@@ -100,14 +108,14 @@ impl ServeConfig {
             listen,
             path: args.value(&f::PATH, parse_path)?,
             db: db(args)?,
-            apps: apps(args, env)?,
+            apps: Apps {
+                client_keys: client_keys(args)?,
+                secrets: Vec::new(),
+            },
             max_body: args.value(&f::MAX_BODY, parse_size)?,
             log_level: args.value(&f::LOG_LEVEL, parse_log_level)?,
             outputs: Outputs {
-                printer: args.optional(&f::PRINTER, PrinterDest::parse)?,
-                paper_columns: args.value(&f::PAPER_WIDTH, parse_paper_width)?,
-                store_name: args.text(&f::STORE_NAME).filter(|s| !s.trim().is_empty()),
-                printer_status: args.value(&f::PRINTER_STATUS, parse_on_off)?,
+                receipts: receipts(args)?,
                 display: display_listen.is_some(),
                 exec: args.optional(&f::EXEC, parse_command)?,
                 exec_timeout: Duration::from_secs(args.value(&f::EXEC_TIMEOUT, parse_positive)?),
@@ -119,6 +127,37 @@ impl ServeConfig {
             catchup: CatchupConfig::from_args(args)?,
         })
     }
+}
+
+/// `coupond print-test`, validated.
+#[derive(Debug, Clone)]
+pub struct PrintTestConfig {
+    pub db: PathBuf,
+    pub receipts: Receipts,
+}
+
+impl PrintTestConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let receipts = receipts(args)?;
+        if receipts.printer.is_none() {
+            return Err(args.missing(&f::PRINTER));
+        }
+        Ok(PrintTestConfig {
+            db: db(args)?,
+            receipts,
+        })
+    }
+}
+
+/// The printer settings, shared by `serve` and `print-test`.
+fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
+    Ok(Receipts {
+        printer: args.optional(&f::PRINTER, PrinterDest::parse)?,
+        paper_columns: args.value(&f::PAPER_WIDTH, parse_paper_width)?,
+        store_name: args.text(&f::STORE_NAME).filter(|s| !s.trim().is_empty()),
+        printer_status: args.value(&f::PRINTER_STATUS, PrinterStatus::parse)?,
+        serial_baud: args.optional(&f::SERIAL_BAUD, parse_baud)?,
+    })
 }
 
 /// `coupond reprint`, validated.
@@ -208,10 +247,12 @@ impl SendConfig {
             v.parse::<i64>()
                 .map_err(|_| "want a whole number".to_string())
         })?;
-        // A URL check carries no coupon.
-        let certificate_id = match challenge {
-            Some(_) => args.text(&f::CERTIFICATE_ID).unwrap_or_default(),
-            None => args.value(&f::CERTIFICATE_ID, |v| Ok(v.to_string()))?,
+        // A fresh test coupon unless one is named, so that a second test push prints
+        // too rather than being a silent duplicate. A URL check carries no coupon.
+        let certificate_id = match (challenge, args.text(&f::CERTIFICATE_ID)) {
+            (_, Some(id)) => id,
+            (Some(_), None) => String::new(),
+            (None, None) => format!("TEST-{}", crate::time::now_millis()),
         };
         let apps = apps(args, env)?;
         Ok(SendConfig {
@@ -242,13 +283,23 @@ fn db(args: &Args) -> Result<PathBuf, ConfigError> {
 
 /// The configured apps: `--client-key` and the secrets (never from a flag).
 fn apps(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Apps, ConfigError> {
-    let client_keys = args.value(&f::CLIENT_KEY, |v| {
-        comma_list(v, "want the Douyin app id (client_key)")
-    })?;
-    let secrets = load_secrets(args.text(&f::SECRET_FILE).as_deref(), env)?;
     Ok(Apps {
-        client_keys,
-        secrets,
+        client_keys: client_keys(args)?,
+        secrets: secrets(args, env)?,
+    })
+}
+
+/// The client secrets the settings point to.
+pub fn secrets(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    load_secrets(args.text(&f::SECRET_FILE).as_deref(), env)
+}
+
+fn client_keys(args: &Args) -> Result<Vec<String>, ConfigError> {
+    args.value(&f::CLIENT_KEY, |v| {
+        comma_list(v, "want the Douyin app id (client_key)")
     })
 }
 
@@ -357,14 +408,6 @@ pub fn parse_actions(v: &str) -> Result<Vec<Action>, String> {
     Ok(actions)
 }
 
-fn parse_on_off(v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "on" | "true" | "yes" | "1" => Ok(true),
-        "off" | "false" | "no" | "0" => Ok(false),
-        _ => Err("want on or off".into()),
-    }
-}
-
 fn parse_positive(v: &str) -> Result<u64, String> {
     match v.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -433,6 +476,61 @@ mod tests {
     }
 
     #[test]
+    fn flags_beat_environment_beat_the_settings_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("coupond-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("coupond.env");
+        std::fs::write(
+            &file,
+            "COUPOND_LISTEN=127.0.0.1:7000\nCOUPOND_PATH=/from-file\nCOUPOND_DB=/from/file.db\n\
+             COUPOND_CLIENT_KEY=app\nCOUPOND_MAX_BODY=lots\n",
+        )
+        .unwrap();
+        let f = file.to_string_lossy().to_string();
+        let env = move |k: &str| match k {
+            "COUPOND_CONFIG" => Some(f.clone()),
+            "COUPOND_PATH" => Some("/from-env".to_string()),
+            "COUPOND_DB" => Some("/from/env.db".to_string()),
+            "COUPOND_CLIENT_SECRET" => Some("s".to_string()),
+            _ => None,
+        };
+        let a = args(&SERVE, &["--db", "/from/flag.db"], &env).unwrap();
+        assert_eq!(a.config_file(), Some(file.as_path()));
+        let e = ServeConfig::from_args(&a, &env).unwrap_err().0;
+        assert!(
+            e.starts_with(&format!("invalid COUPOND_MAX_BODY in {}", file.display())),
+            "{e}"
+        );
+        let a = args(
+            &SERVE,
+            &["--db", "/from/flag.db", "--max-body", "1MiB"],
+            &env,
+        )
+        .unwrap();
+        let c = ServeConfig::from_args(&a, &env).unwrap();
+        assert_eq!(c.db, PathBuf::from("/from/flag.db"));
+        assert_eq!(c.path, "/from-env");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.apps.client_keys, ["app"]);
+        assert_eq!(c.keep_days, Some(90));
+        std::fs::write(&file, "COUPOND_PRINTR=/dev/usb/lp0\n").unwrap();
+        let e = args(&SERVE, &[], &env).err().unwrap().0;
+        assert!(
+            e.contains("line 1: unknown setting COUPOND_PRINTR (did you mean COUPOND_PRINTER?)"),
+            "{e}"
+        );
+        let e = args(&SERVE, &["--config", "/nonexistent/coupond.env"], &env)
+            .err()
+            .unwrap()
+            .0;
+        assert!(
+            e.starts_with("cannot read --config /nonexistent/coupond.env"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn bad_settings_name_what_to_fix() {
         let secret = |k: &str| (k == "COUPOND_CLIENT_SECRET").then(|| "s".to_string());
         let cases: &[(&[&str], &str)] = &[
@@ -492,11 +590,11 @@ mod tests {
         let c = serve(&[]).unwrap();
         assert_eq!(
             (
-                c.outputs.printer.clone(),
-                c.outputs.paper_columns,
-                c.outputs.printer_status
+                c.outputs.receipts.printer.clone(),
+                c.outputs.receipts.paper_columns,
+                c.outputs.receipts.printer_status
             ),
-            (None, 32, true)
+            (None, 32, PrinterStatus::Auto)
         );
         assert_eq!(c.print_actions, Action::ALL);
         assert_eq!(
@@ -513,20 +611,20 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.outputs.printer,
+            c.outputs.receipts.printer,
             Some(PrinterDest::Tcp {
                 host: "10.0.0.5".into(),
                 port: 9100
             })
         );
-        assert_eq!(c.outputs.paper_columns, 48);
+        assert_eq!(c.outputs.receipts.paper_columns, 48);
         assert_eq!(c.print_actions, [Action::Verify, Action::RefundSuccess]);
         let c = serve(&["--printer", "/dev/usb/lp0", "--printer-status", "off"]).unwrap();
         assert_eq!(
-            c.outputs.printer,
+            c.outputs.receipts.printer,
             Some(PrinterDest::Path("/dev/usb/lp0".into()))
         );
-        assert!(!c.outputs.printer_status);
+        assert_eq!(c.outputs.receipts.printer_status, PrinterStatus::Off);
         assert_eq!(
             PrinterDest::parse("tcp://printer.local:9101"),
             Ok(PrinterDest::Tcp {

@@ -49,37 +49,39 @@ pub struct Entry {
     pub reprint: bool,
     /// Recovered by catch-up (补录).
     pub recovered: bool,
+    /// A test push: shown marked 测试.
+    pub test: bool,
 }
 
 impl Entry {
     pub fn from_event(e: &JobEvent, reprint: bool) -> Entry {
-        Entry::new(
-            e.action,
-            &e.certificate_id,
-            &e.order_id,
-            &e.code,
-            &e.account_id,
-            e.msg_time,
+        Entry {
             reprint,
-        )
-        .recovered(e.recovered())
-    }
-
-    fn recovered(mut self, recovered: bool) -> Entry {
-        self.recovered = recovered;
-        self
+            recovered: e.recovered(),
+            test: e.test(),
+            ..Entry::new(
+                e.action,
+                &e.certificate_id,
+                &e.order_id,
+                &e.code,
+                &e.account_id,
+                e.msg_time,
+            )
+        }
     }
 
     pub fn from_row(r: &CertificateRow) -> Entry {
-        Entry::new(
-            r.status.action(),
-            &r.certificate_id,
-            &r.order_id,
-            &r.code,
-            &r.account_id,
-            r.status_msg_time,
-            false,
-        )
+        Entry {
+            test: r.test,
+            ..Entry::new(
+                r.status.action(),
+                &r.certificate_id,
+                &r.order_id,
+                &r.code,
+                &r.account_id,
+                r.status_msg_time,
+            )
+        }
     }
 
     fn new(
@@ -89,7 +91,6 @@ impl Entry {
         code: &Option<String>,
         account_id: &Option<String>,
         msg_time: i64,
-        reprint: bool,
     ) -> Entry {
         Entry {
             certificate_id: certificate_id.to_string(),
@@ -100,8 +101,9 @@ impl Entry {
             account_id: account_id.clone(),
             event_time: time::local_datetime(msg_time),
             msg_time,
-            reprint,
+            reprint: false,
             recovered: false,
+            test: false,
         }
     }
 }
@@ -213,6 +215,7 @@ mod tests {
             msg_time: 0,
             reprint: false,
             recovered: false,
+            test: false,
         }
     }
 

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
 use crate::sanitize;
-use crate::store::{Job, JobEvent};
+use crate::store::JobEvent;
 
 /// How much of a hook's output (stdout and stderr together) is kept.
 pub const OUTPUT_KEPT: usize = 4096;
@@ -77,11 +77,10 @@ pub struct HookPayload<'a> {
 }
 
 impl<'a> HookPayload<'a> {
-    pub fn of(job: &'a Job) -> HookPayload<'a> {
-        let e = &job.event;
+    pub fn of(output_id: i64, reprint: bool, e: &'a JobEvent) -> HookPayload<'a> {
         HookPayload {
-            output_id: job.id,
-            reprint: job.reprint,
+            output_id,
+            reprint,
             message_id: e.message_id,
             action: e.action.as_str(),
             certificate_id: &e.certificate_id,
@@ -105,13 +104,14 @@ impl Exec {
         self.timeout + DRAIN + Duration::from_secs(1)
     }
 
-    pub async fn run(&self, job: &Job) -> Result<(), String> {
-        let payload = serde_json::to_vec(&HookPayload::of(job)).map_err(|e| e.to_string())?;
+    pub async fn run(&self, output_id: i64, reprint: bool, e: &JobEvent) -> Result<(), String> {
+        let payload = serde_json::to_vec(&HookPayload::of(output_id, reprint, e))
+            .map_err(|e| e.to_string())?;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(&self.command)
             .env_clear()
-            .envs(environment(&job.event, |k| std::env::var_os(k)))
+            .envs(environment(e, |k| std::env::var_os(k)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -162,7 +162,7 @@ impl Exec {
         };
         if status.success() {
             if output.total > 0 {
-                log::debug!("exec: output {}: {}", job.id, output.summary());
+                log::debug!("exec: output {output_id}: {}", output.summary());
             }
             return Ok(());
         }
@@ -324,33 +324,27 @@ mod tests {
 
     #[test]
     fn the_hook_payload_is_pinned() {
-        let job = Job {
-            id: 7,
-            attempts: 0,
-            reprint: false,
-            event: JobEvent {
-                message_id: 12,
-                action: Action::Verify,
-                certificate_id: "456".into(),
-                order_id: Some("123".into()),
-                code: Some("ABCD12345678".into()),
-                account_id: Some("1234".into()),
-                client_key: Some("your-app-id".into()),
-                msg_time: 1665991178,
-                log_id: Some("2022101019".into()),
-                received_at: "2026-11-25T16:48:43.438Z".into(),
-                body: "{}".into(),
-                source: crate::store::Source::Push,
-            },
+        let mut event = JobEvent {
+            message_id: 12,
+            action: Action::Verify,
+            certificate_id: "456".into(),
+            order_id: Some("123".into()),
+            code: Some("ABCD12345678".into()),
+            account_id: Some("1234".into()),
+            client_key: Some("your-app-id".into()),
+            msg_time: 1665991178,
+            log_id: Some("2022101019".into()),
+            received_at: "2026-11-25T16:48:43.438Z".into(),
+            body: "{}".into(),
+            source: crate::store::Source::Push,
         };
-        let json = serde_json::to_string(&HookPayload::of(&job)).unwrap();
+        let json = serde_json::to_string(&HookPayload::of(7, false, &event)).unwrap();
         assert_eq!(
             json,
             r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push"}"#
         );
-        let mut job = job;
-        job.event.code = None;
-        let json = serde_json::to_string(&HookPayload::of(&job)).unwrap();
+        event.code = None;
+        let json = serde_json::to_string(&HookPayload::of(7, false, &event)).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
     }
 

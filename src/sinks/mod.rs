@@ -14,7 +14,7 @@ pub mod receipt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{Job, JobEvent};
+use crate::store::{Job, JobEvent, Work};
 use crate::time;
 
 /// The kinds of output, in the order the daemon builds them.
@@ -84,13 +84,31 @@ impl std::fmt::Display for SinkKind {
     }
 }
 
-/// What the sinks need from the settings (`coupond serve`'s output flags).
+/// The receipt printer's settings (`serve`, `print-test`).
 #[derive(Debug, Clone)]
-pub struct Outputs {
+pub struct Receipts {
     pub printer: Option<printer::PrinterDest>,
     pub paper_columns: usize,
     pub store_name: Option<String>,
-    pub printer_status: bool,
+    pub printer_status: printer::PrinterStatus,
+    pub serial_baud: Option<u32>,
+}
+
+impl Receipts {
+    /// The printer, when one is configured.
+    pub fn printer(&self) -> Option<printer::Printer> {
+        Some(printer::Printer::new(
+            self.printer.clone()?,
+            self.printer_status,
+            self.serial_baud,
+        ))
+    }
+}
+
+/// What the sinks need from the settings (`coupond serve`'s output flags).
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub receipts: Receipts,
     /// Whether `--display-listen` is set (the listener itself is `serve`'s business).
     pub display: bool,
     pub exec: Option<String>,
@@ -99,7 +117,11 @@ pub struct Outputs {
 
 impl Outputs {
     pub fn kinds(&self) -> Vec<SinkKind> {
-        SinkKind::configured(self.printer.is_some(), self.display, self.exec.is_some())
+        SinkKind::configured(
+            self.receipts.printer.is_some(),
+            self.display,
+            self.exec.is_some(),
+        )
     }
 
     /// The configured sinks, in [`SinkKind`] order. `feed` is the display's, present
@@ -110,12 +132,9 @@ impl Outputs {
             .filter_map(|kind| {
                 Some(match kind {
                     SinkKind::Printer => Sink::Printer {
-                        printer: printer::Printer {
-                            dest: self.printer.clone()?,
-                            status_check: self.printer_status,
-                        },
-                        store_name: self.store_name.clone(),
-                        columns: self.paper_columns,
+                        printer: self.receipts.printer()?,
+                        store_name: self.receipts.store_name.clone(),
+                        columns: self.receipts.paper_columns,
                     },
                     SinkKind::Display => Sink::Display(feed.clone()?),
                     SinkKind::Exec => Sink::Exec(exec::Exec {
@@ -174,39 +193,56 @@ impl Sink {
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
+        let event = match &job.work {
+            Work::Coupon(e) => e,
+            Work::PrintTest => return self.print_test().await,
+        };
         match self {
             Sink::Printer {
                 printer,
                 store_name,
                 columns,
             } => {
-                let lines = receipt::lines(
-                    &job.event,
-                    job.reprint,
-                    time::now_secs(),
-                    store_name.as_deref(),
-                );
+                let lines =
+                    receipt::lines(event, job.reprint, time::now_secs(), store_name.as_deref());
                 printer.send(receipt::escpos(&lines, *columns)).await?;
-                log::info!("printer: printed {}", describe(&job.event, job.reprint));
+                log::info!("printer: printed {}", describe(event, job.reprint));
                 Ok(())
             }
             Sink::Display(feed) => {
-                feed.upsert(display::Entry::from_event(&job.event, job.reprint));
+                feed.upsert(display::Entry::from_event(event, job.reprint));
                 Ok(())
             }
-            Sink::Exec(e) => e.run(job).await,
+            Sink::Exec(e) => e.run(job.id, job.reprint, event).await,
             Sink::Log => {
-                log::info!("{}", describe(&job.event, job.reprint));
+                log::info!("{}", describe(event, job.reprint));
                 Ok(())
             }
         }
+    }
+
+    /// A `coupond print-test` job: a test receipt on the printer; other sinks have
+    /// nothing to show for it.
+    async fn print_test(&self) -> Result<(), String> {
+        if let Sink::Printer {
+            printer,
+            store_name,
+            columns,
+        } = self
+        {
+            let lines = receipt::test_lines(store_name.as_deref(), *columns, time::now_secs());
+            printer.send(receipt::escpos(&lines, *columns)).await?;
+            log::info!("printer: printed a test receipt (coupond print-test)");
+        }
+        Ok(())
     }
 }
 
 /// One line for a person: what happened to which coupon, when.
 pub fn describe(e: &JobEvent, reprint: bool) -> String {
     let mut s = format!(
-        "{}{}coupon {} {} ({})",
+        "{}{}{}coupon {} {} ({})",
+        if e.test() { "TEST (测试) " } else { "" },
         if reprint { "reprint: " } else { "" },
         if e.recovered() { "recovered: " } else { "" },
         e.certificate_id,

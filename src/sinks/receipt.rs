@@ -44,6 +44,9 @@ pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&s
         // Recovered by catch-up: the customer was served while the box was cut off.
         out.push(Line::Center("补录".into()));
     }
+    if e.test() {
+        out.push(Line::Center(TEST_MARK.into()));
+    }
     if reprint {
         out.push(Line::Center("*** 重打 ***".into()));
     }
@@ -74,6 +77,31 @@ pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&s
     out.push(Line::Field(when, time::local_datetime(e.msg_time)));
     out.push(Line::Field("打印时间", time::local_datetime(printed_at)));
     out.push(Line::Rule);
+    out
+}
+
+/// The mark of a test push's receipt (and of a print test): not a real redemption.
+pub const TEST_MARK: &str = "*** 测试 TEST ***";
+
+/// The content of `coupond print-test`'s receipt: the store name, the paper width, the
+/// time, and a line of Chinese and one of ASCII, to check the code page and the cut.
+pub fn test_lines(store_name: Option<&str>, columns: usize, printed_at: i64) -> Vec<Line> {
+    let mut out = Vec::new();
+    if let Some(name) = store_name {
+        out.push(Line::Title(name.to_string()));
+    }
+    out.push(Line::Title("打印测试".into()));
+    out.push(Line::Center(TEST_MARK.into()));
+    out.push(Line::Rule);
+    out.push(Line::Field(
+        "纸宽",
+        format!("{} mm, {columns} 列", if columns == 48 { 80 } else { 58 }),
+    ));
+    out.push(Line::Field("打印时间", time::local_datetime(printed_at)));
+    out.push(Line::Field("中文", "核销成功 已撤销核销 退款成功".into()));
+    out.push(Line::Field("ASCII", "0123456789 ABCxyz !#%&*+-=".into()));
+    out.push(Line::Rule);
+    out.push(Line::Center("coupond print-test".into()));
     out
 }
 

@@ -507,6 +507,7 @@ impl Sweeper {
                 event: Some(EVENT_CERTIFICATE.to_string()),
                 client_key: Some(self.settings.client_key.clone()),
                 log_id: None,
+                test: false,
                 kind: Kind::Certificate(m.msg),
             }),
         }

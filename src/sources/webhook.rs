@@ -38,7 +38,8 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Webhook {
     pub path: String,
     pub max_body: usize,
-    pub apps: Apps,
+    /// The apps and secrets in use; a reload (SIGHUP) replaces them.
+    pub apps: tokio::sync::watch::Receiver<Arc<Apps>>,
     pub writer: Writer,
     /// What traffic that is not Douyin's may cost in log lines and writes.
     pub limits: Arc<Limits>,
@@ -66,7 +67,8 @@ pub async fn handle(
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
-    let intake = intake::classify(&hook.apps, &body, signature.as_deref());
+    let apps = hook.apps.borrow().clone();
+    let intake = intake::classify(&apps, &body, signature.as_deref());
     let facts = Facts::of(&intake);
     let challenge = intake.challenge().cloned();
     let rejection = match &intake {

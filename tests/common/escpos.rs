@@ -90,6 +90,9 @@ pub enum Mode {
     NoPaper,
     /// Accepts connections and never reads a byte.
     Stalled,
+    /// Reads and prints everything, never answers a status request (a one-way print
+    /// server or network module).
+    OneWay,
 }
 
 /// A network printer on 127.0.0.1 that records every byte it reads.
@@ -164,6 +167,9 @@ fn serve(mut s: TcpStream, received: &Mutex<Vec<u8>>, mode: &Mutex<Mode>) {
             Ok(n) => n,
         };
         conn.extend_from_slice(&buf[..n]);
+        if *mode.lock().unwrap() == Mode::OneWay {
+            continue;
+        }
         // Answer real-time status requests (DLE EOT n) as a printer does.
         while let Some(pos) = conn[scanned..]
             .windows(3)

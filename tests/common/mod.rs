@@ -24,8 +24,11 @@ pub const DOUYIN_EXAMPLE: &str = r#"{ "event": "life_trade_certificate_notify", 
 /// architecture under qemu-user (cross/test-arm), `COUPOND_TEST_RUNNER` holds the
 /// emulator command (e.g. `qemu-arm -L /usr/arm-linux-gnueabihf`), since this machine
 /// has no binfmt_misc to start foreign binaries by themselves.
+///
+/// The settings file is `/dev/null` (empty) unless a test names one, so that a
+/// `/etc/coupond/coupond.env` on the machine never leaks into a test.
 pub fn coupond() -> Command {
-    match test_runner() {
+    let mut cmd = match test_runner() {
         Some(runner) => {
             let mut words = runner.split_whitespace();
             let mut cmd = Command::new(words.next().unwrap());
@@ -33,7 +36,10 @@ pub fn coupond() -> Command {
             cmd
         }
         None => Command::new(BIN),
-    }
+    };
+    cmd.env_remove("COUPOND_TEST_RUNNER")
+        .env("COUPOND_CONFIG", "/dev/null");
+    cmd
 }
 
 fn test_runner() -> Option<String> {
