@@ -124,11 +124,27 @@ impl Intake {
     }
 }
 
+/// The `rejected.reason` of a push that looks genuine (it parses, it names a configured
+/// `client_key`, it carries a well-formed signature) and still does not verify: the
+/// secret is probably wrong. Counted apart (`coupond status`, STATUS=, the display), so
+/// that internet junk never raises the alarm and a wrong secret always does.
+pub const WRONG_SECRET: &str =
+    "wrong signature on a push for a configured client_key: the client secret is probably wrong";
+
 /// Classifies a request body under `apps`.
 pub fn classify(apps: &Apps, body: &[u8], signature_header: Option<&str>) -> Intake {
     let envelope = wire::parse_envelope(body);
     let check = signature::verify(&apps.secrets, body, signature_header);
     if !check.is_valid() {
+        let ours = envelope
+            .as_ref()
+            .ok()
+            .and_then(|e| e.client_key.as_deref())
+            .is_some_and(|k| apps.client_keys.iter().any(|c| c == k));
+        let reason = match check {
+            Check::Mismatch if ours => WRONG_SECRET,
+            _ => check.reason(),
+        };
         let challenge = envelope.ok().and_then(|e| {
             (e.event.as_deref() == Some(wire::EVENT_VERIFY_WEBHOOK))
                 .then(|| e.challenge().ok())
@@ -136,7 +152,7 @@ pub fn classify(apps: &Apps, body: &[u8], signature_header: Option<&str>) -> Int
         });
         return Intake::Rejected {
             status: 401,
-            reason: check.reason().to_string(),
+            reason: reason.to_string(),
             challenge,
         };
     }
@@ -232,6 +248,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn only_a_genuine_looking_push_with_a_wrong_signature_blames_the_secret() {
+        let ours = br#"{"event":"life_trade_certificate_notify","client_key":"app1"}"#;
+        let theirs = br#"{"event":"life_trade_certificate_notify","client_key":"other"}"#;
+        let reason = |body: &[u8], header: Option<&str>| match classify(&apps(), body, header) {
+            Intake::Rejected { reason, .. } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(reason(ours, Some(&sign("guess", ours))), WRONG_SECRET);
+        assert_ne!(reason(ours, None), WRONG_SECRET);
+        assert_ne!(reason(ours, Some("zz")), WRONG_SECRET);
+        assert_ne!(reason(theirs, Some(&sign("guess", theirs))), WRONG_SECRET);
+        assert_ne!(reason(b"junk", Some(&sign("guess", b"junk"))), WRONG_SECRET);
     }
 
     #[test]

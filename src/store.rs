@@ -386,6 +386,8 @@ pub struct Summary {
     /// Test pushes and print tests, counted apart from the rest.
     pub test_messages: i64,
     pub test_coupons: i64,
+    /// See [`Store::signature_failures_last_hour`].
+    pub signature_failures: i64,
 }
 
 /// A `counters` row: requests counted rather than stored.
@@ -629,6 +631,17 @@ impl Store {
         Ok(message_id)
     }
 
+    /// Genuine-looking pushes that failed the signature check in the last hour
+    /// ([`crate::intake::WRONG_SECRET`]): a wrong secret, not internet junk.
+    pub fn signature_failures_last_hour(&self) -> Result<i64> {
+        let since = time::rfc3339_millis(time::now_millis() - 3_600_000);
+        self.conn
+            .prepare_cached(
+                "SELECT count(*) FROM rejected WHERE received_at >= ?1 AND reason = ?2",
+            )?
+            .query_row(params![since, crate::intake::WRONG_SECRET], |r| r.get(0))
+    }
+
     /// A one-line summary for systemd's STATUS=: cheap (an index and the rowid).
     pub fn status_line(&self) -> Result<String> {
         let messages: i64 =
@@ -641,9 +654,14 @@ impl Store {
             [],
             |r| r.get(0),
         )?;
-        Ok(format!(
-            "{messages} messages recorded, {pending} outputs pending"
-        ))
+        let mut line = format!("{messages} messages recorded, {pending} outputs pending");
+        let bad = self.signature_failures_last_hour()?;
+        if bad > 0 {
+            line += &format!(
+                "; {bad} push(es) failed the signature check in the last hour: wrong client secret?"
+            );
+        }
+        Ok(line)
     }
 
     /// Deletes up to `limit` rows of each kind older than `cutoff` (RFC 3339): delivered or
@@ -827,6 +845,7 @@ impl Store {
                 "SELECT outcome, count(*) FROM messages WHERE source != 'test'
                  GROUP BY outcome ORDER BY outcome",
             )?,
+            signature_failures: self.signature_failures_last_hour()?,
             test_messages: c.query_row(
                 "SELECT count(*) FROM messages WHERE source = 'test'",
                 [],

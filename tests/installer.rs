@@ -503,3 +503,61 @@ fn a_printer_that_never_answers_status_gets_each_receipt_exactly_once_under_auto
         ["done", "done", "done"]
     );
 }
+
+#[test]
+fn a_wrong_secret_and_printer_trouble_show_in_status_and_on_the_display_but_junk_does_not() {
+    let dir = Scratch::new("trouble");
+    let display = free_addr();
+    let nobody = free_addr();
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default().args(&[
+            "--display-listen",
+            &display,
+            "--printer",
+            &format!("tcp://{nobody}"),
+        ]),
+    );
+    let alerts = || {
+        let api = request(display.parse().unwrap(), "GET", "/api/coupons", &[], b"");
+        let v: serde_json::Value = serde_json::from_str(&api.body).unwrap();
+        v["alerts"].clone()
+    };
+    // Internet junk: unsigned, or signed for an app that is not ours.
+    assert_eq!(
+        d.push_with(&coupon("verify", 1, "junk-1"), None, None)
+            .status,
+        401
+    );
+    let theirs = coupon("verify", 1, "junk-2").replace(CLIENT_KEY, "someone-else");
+    assert_eq!(
+        d.push_with(&theirs, Some(&sign("x", theirs.as_bytes())), None)
+            .status,
+        401
+    );
+    let status = stdout(&run(&["status", "--db", d.db.to_str().unwrap()], &[]));
+    assert!(!status.contains("signature  "), "{status}");
+    assert!(!alerts().to_string().contains("签名"), "{}", alerts());
+    // A genuine-looking push signed with another secret: the secret is wrong.
+    let ours = coupon("verify", 1, "real-but-rejected");
+    assert_eq!(
+        d.push_with(&ours, Some(&sign("old-secret", ours.as_bytes())), None)
+            .status,
+        401
+    );
+    let status = stdout(&run(&["status", "--db", d.db.to_str().unwrap()], &[]));
+    assert!(
+        status.contains("signature  1 push(es) for a configured app failed the signature check in the last hour"),
+        "{status}"
+    );
+    assert!(
+        alerts().to_string().contains("签名校验失败"),
+        "{}",
+        alerts()
+    );
+    // The printer is unreachable: the display says so until a receipt prints.
+    assert_eq!(d.push(&coupon("verify", 2, "trouble-1")).status, 200);
+    wait_until("a printer banner", Duration::from_secs(15), || {
+        alerts().to_string().contains("打印机故障")
+    });
+}

@@ -143,6 +143,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     );
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
+    let feed = display.as_ref().map(|(_, feed)| feed.clone());
     let mut tasks = spawn_beside_webhook(
         &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &stop,
     )?;
@@ -156,6 +157,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         writer: writer.clone(),
         limits,
         bodies: BodyPool::new(BODY_POOL),
+        display: feed,
     });
     let webhook = server::serve(
         "webhook",
@@ -372,6 +374,8 @@ async fn bind_display(
         .latest_certificates(display::FEED_LEN)
         .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
     let feed = Feed::new(seed.iter().map(display::Entry::from_row).collect());
+    // A wrong secret shows from the start, not only from the next failed push.
+    feed.signature_failures(store.signature_failures_last_hour().unwrap_or(0) as usize);
     Ok((listener, Arc::new(feed)))
 }
 

@@ -93,6 +93,13 @@ pub fn render(db: &str, s: &Summary) -> String {
             sanitize::text(err.as_deref().unwrap_or("?"))
         );
     }
+    if s.signature_failures > 0 {
+        out += &format!(
+            "signature  {} push(es) for a configured app failed the signature check in the last hour: \
+             the client secret is probably wrong (fix it, then systemctl reload coupond)\n",
+            s.signature_failures
+        );
+    }
     match &s.last_rejected {
         Some((at, status, reason)) => {
             out += &format!(

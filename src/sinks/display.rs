@@ -10,7 +10,7 @@
 //! `/api/coupons?after=GENERATION`, so a change shows within a moment, and says plainly
 //! when the daemon cannot be reached. No external assets: the box is offline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -108,16 +108,33 @@ impl Entry {
     }
 }
 
-/// The latest coupons, newest first, with a generation number that changes with them.
+/// The latest coupons, newest first, and the trouble staff must see, with a generation
+/// number that changes with them.
 pub struct Feed {
     entries: Mutex<Vec<Entry>>,
+    trouble: Mutex<Trouble>,
     generation: watch::Sender<u64>,
 }
+
+/// What goes wrong that the counter should show (SPEC §7, "visible trouble"): pushes for
+/// our app whose signature fails (the secret is probably wrong), and the printer's last
+/// error until a receipt prints again.
+#[derive(Default)]
+struct Trouble {
+    signature_failures: VecDeque<std::time::Instant>,
+    printer: Option<String>,
+}
+
+/// Signature failures remembered for the banner: the last hour, at most this many.
+const SIGNATURE_WINDOW: Duration = Duration::from_secs(3600);
+const SIGNATURE_KEEP: usize = 1000;
 
 #[derive(serde::Serialize)]
 struct Snapshot<'a> {
     generation: u64,
     coupons: &'a [Entry],
+    /// Banners, in Chinese for the staff.
+    alerts: Vec<String>,
 }
 
 impl Feed {
@@ -126,8 +143,56 @@ impl Feed {
         seed.truncate(FEED_LEN);
         Feed {
             entries: Mutex::new(seed),
+            trouble: Mutex::new(Trouble::default()),
             generation: watch::channel(1).0,
         }
+    }
+
+    /// A push for a configured app failed the signature check (or `n` of them, at start).
+    pub fn signature_failures(&self, n: usize) {
+        let now = std::time::Instant::now();
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..n.min(SIGNATURE_KEEP) {
+            if t.signature_failures.len() == SIGNATURE_KEEP {
+                t.signature_failures.pop_front();
+            }
+            t.signature_failures.push_back(now);
+        }
+        drop(t);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The printer's state after an attempt: its error, or `None` once a receipt printed.
+    pub fn printer(&self, error: Option<&str>) {
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        if t.printer.as_deref() == error {
+            return;
+        }
+        t.printer = error.map(String::from);
+        drop(t);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn alerts(&self) -> Vec<String> {
+        let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        while t
+            .signature_failures
+            .front()
+            .is_some_and(|at| at.elapsed() > SIGNATURE_WINDOW)
+        {
+            t.signature_failures.pop_front();
+        }
+        let mut alerts = Vec::new();
+        if !t.signature_failures.is_empty() {
+            alerts.push(format!(
+                "签名校验失败：最近一小时 {} 次推送未通过签名校验，客户端密钥可能有误，新的核销不会显示和打印",
+                t.signature_failures.len()
+            ));
+        }
+        if let Some(e) = &t.printer {
+            alerts.push(format!("打印机故障（缺纸、离线或未连接）：{e}"));
+        }
+        alerts
     }
 
     /// Puts `e` first, replacing the same coupon's older entry.
@@ -141,11 +206,13 @@ impl Feed {
     }
 
     fn json(&self) -> Vec<u8> {
+        let alerts = self.alerts();
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let generation = *self.generation.borrow();
         serde_json::to_vec(&Snapshot {
             generation,
             coupons: &entries,
+            alerts,
         })
         .unwrap_or_default()
     }

@@ -135,6 +135,7 @@ impl Outputs {
                         printer: self.receipts.printer()?,
                         store_name: self.receipts.store_name.clone(),
                         columns: self.receipts.paper_columns,
+                        display: feed.clone(),
                     },
                     SinkKind::Display => Sink::Display(feed.clone()?),
                     SinkKind::Exec => Sink::Exec(exec::Exec {
@@ -156,6 +157,8 @@ pub enum Sink {
         printer: printer::Printer,
         store_name: Option<String>,
         columns: usize,
+        /// The display, to show printer trouble on, when there is one.
+        display: Option<Arc<display::Feed>>,
     },
     /// `--display-listen`: the counter screen's feed.
     Display(Arc<display::Feed>),
@@ -202,10 +205,15 @@ impl Sink {
                 printer,
                 store_name,
                 columns,
+                display,
             } => {
                 let lines =
                     receipt::lines(event, job.reprint, time::now_secs(), store_name.as_deref());
-                printer.send(receipt::escpos(&lines, *columns)).await?;
+                let sent = printer.send(receipt::escpos(&lines, *columns)).await;
+                if let Some(feed) = display {
+                    feed.printer(sent.as_ref().err().map(String::as_str));
+                }
+                sent?;
                 log::info!("printer: printed {}", describe(event, job.reprint));
                 Ok(())
             }
@@ -228,6 +236,7 @@ impl Sink {
             printer,
             store_name,
             columns,
+            ..
         } = self
         {
             let lines = receipt::test_lines(store_name.as_deref(), *columns, time::now_secs());

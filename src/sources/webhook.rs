@@ -45,6 +45,8 @@ pub struct Webhook {
     pub limits: Arc<Limits>,
     /// What request bodies may hold in memory together.
     pub bodies: BodyPool,
+    /// The counter display, to show a wrong secret on, when there is one.
+    pub display: Option<Arc<crate::sinks::display::Feed>>,
 }
 
 /// Answers one request on the webhook port: route, read, classify, commit, answer.
@@ -112,7 +114,12 @@ pub async fn handle(
                 "storage unavailable, retry\n",
             )
         }
-        (Ok(_), Some((status, reason))) => answer_rejected(status, &reason, &said, &hook.limits),
+        (Ok(_), Some((status, reason))) => {
+            if let (true, Some(feed)) = (reason == intake::WRONG_SECRET, &hook.display) {
+                feed.signature_failures(1);
+            }
+            answer_rejected(status, &reason, &said, &hook.limits)
+        }
         (Ok(ack), None) => answer_stored(ack, &said),
     })
 }
