@@ -30,3 +30,26 @@ fn readme_lists_every_flag_and_default() {
         }
     }
 }
+
+/// The packaged bash completion is the one the flag table generates. Run with
+/// `COUPOND_BLESS=1` to rewrite it after changing a flag.
+#[test]
+fn bash_completion_is_generated_from_the_flag_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/coupond.bash");
+    let want = coupond::config::flags::bash_completion();
+    if std::env::var_os("COUPOND_BLESS").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        have == want,
+        "packaging/coupond.bash is stale: COUPOND_BLESS=1 cargo test --test docs"
+    );
+    for c in COMMANDS {
+        assert!(
+            want.contains(&format!("        {}) ", c.name)),
+            "{}",
+            c.name
+        );
+    }
+}

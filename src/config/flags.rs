@@ -89,6 +89,28 @@ pub const LOG_LEVEL: Flag = flag(
     "error, warn, info, debug or trace",
 );
 
+// `coupond send`'s own words for the shared names: it signs, it does not accept.
+pub const SEND_CLIENT_KEY: Flag = flag(
+    "client-key",
+    "KEY",
+    None,
+    "Douyin app id (client_key) to put in the signed body (required)",
+);
+pub const SEND_SECRET_FILE: Flag = flag(
+    "secret-file",
+    "FILE",
+    None,
+    "file holding the app's client secret; the first one signs (else \
+     $CREDENTIALS_DIRECTORY/client_secret, else $COUPOND_CLIENT_SECRET)",
+);
+/// `status` and `reprint` only read (or queue in) the daemon's database.
+pub const EXISTING_DB: Flag = flag(
+    "db",
+    "FILE",
+    Some("./coupond.db"),
+    "the daemon's SQLite database (never created)",
+);
+
 // The webhook.
 pub const LISTEN: Flag = flag(
     "listen",
@@ -317,7 +339,7 @@ pub const STATUS: Command = Command {
     name: "status",
     about: "Summarise the database: coupons, messages, outputs, rejects (read-only)",
     positional: None,
-    flags: &[&CONFIG, &DB],
+    flags: &[&CONFIG, &EXISTING_DB],
 };
 
 pub const SEND: Command = Command {
@@ -328,8 +350,8 @@ pub const SEND: Command = Command {
     flags: &[
         &CONFIG,
         &URL,
-        &CLIENT_KEY,
-        &SECRET_FILE,
+        &SEND_CLIENT_KEY,
+        &SEND_SECRET_FILE,
         &ACTION,
         &CERTIFICATE_ID,
         &ORDER_ID,
@@ -347,7 +369,7 @@ pub const REPRINT: Command = Command {
     about:
         "Queue a reprint (marked 重打) of a coupon's latest receipt; the running daemon prints it",
     positional: Some("CERTIFICATE_ID"),
-    flags: &[&CONFIG, &DB],
+    flags: &[&CONFIG, &EXISTING_DB],
 };
 
 pub const REVERIFY: Command = Command {
@@ -733,8 +755,58 @@ pub fn top_help() -> String {
     for c in COMMANDS {
         s += &format!("  {:<10} {}\n", c.name, c.about);
     }
-    s += "\nEvery flag can also be set as COUPOND_<FLAG> (e.g. COUPOND_DB=/var/lib/coupond/coupond.db).\n\
-          `coupond COMMAND --help` lists a command's flags.\n";
+    s += &format!(
+        "\nOptions:\n  {:<14} print this help\n  {:<14} print the version ({})\n",
+        "-h, --help",
+        "-V, --version",
+        env!("CARGO_PKG_VERSION")
+    );
+    s += &format!(
+        "\nEvery flag can also be set as COUPOND_<FLAG> in the environment or in the settings \
+         file\n({DEFAULT_CONFIG}, or --config FILE), e.g. COUPOND_DB=/var/lib/coupond/coupond.db.\n\
+         `coupond COMMAND --help` lists a command's flags.\n"
+    );
+    s
+}
+
+/// The bash completion script, from the flag table (`packaging/coupond.bash`, kept equal
+/// to this by a test): commands, then each command's flags; file names after a flag
+/// that takes a file, device or path.
+pub fn bash_completion() -> String {
+    let mut s = String::from(
+        "# bash completion for coupond, generated from its flag table by\n\
+         # coupond::config::flags::bash_completion (tests/docs.rs keeps this file equal to it).\n\
+         _coupond() {\n\
+         \x20   local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}\n\
+         \x20   if [ \"$COMP_CWORD\" -eq 1 ]; then\n",
+    );
+    let commands: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+    s += &format!(
+        "        COMPREPLY=($(compgen -W \"{} --help --version\" -- \"$cur\"))\n        return\n    fi\n",
+        commands.join(" ")
+    );
+    let mut file_flags: Vec<String> = COMMANDS
+        .iter()
+        .flat_map(|c| c.flags.iter())
+        .filter(|f| matches!(f.meta, "FILE" | "DEST"))
+        .map(|f| format!("--{}", f.name))
+        .collect();
+    file_flags.sort();
+    file_flags.dedup();
+    s += &format!(
+        "    case \"$prev\" in\n        {})\n            COMPREPLY=($(compgen -f -- \"$cur\"))\n            return ;;\n    esac\n",
+        file_flags.join("|")
+    );
+    s += "    case \"${COMP_WORDS[1]}\" in\n";
+    for c in COMMANDS {
+        let flags: Vec<String> = c.flags.iter().map(|f| format!("--{}", f.name)).collect();
+        s += &format!(
+            "        {}) COMPREPLY=($(compgen -W \"{} --help\" -- \"$cur\")) ;;\n",
+            c.name,
+            flags.join(" ")
+        );
+    }
+    s += "    esac\n}\ncomplete -F _coupond coupond\n";
     s
 }
 
