@@ -448,8 +448,12 @@ impl Store {
              PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = 4194304;",
         )?;
-        if schema_version(&conn)? > SCHEMA_VERSION {
-            return Err(OpenError::TooNew);
+        let version = schema_version(&conn)?;
+        if version > SCHEMA_VERSION {
+            return Err(OpenError::TooNew(version, path.to_path_buf()));
+        }
+        if version > 0 && version < SCHEMA_VERSION {
+            keep_copy(&conn, path, version).map_err(OpenError::Copy)?;
         }
         migrate(&mut conn)?;
         Ok(Store { conn })
@@ -481,8 +485,9 @@ impl Store {
         .map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| e.to_string())?;
-        if schema_version(&conn).map_err(|e| e.to_string())? > SCHEMA_VERSION {
-            return Err(OpenError::TooNew.to_string());
+        let version = schema_version(&conn).map_err(|e| e.to_string())?;
+        if version > SCHEMA_VERSION {
+            return Err(OpenError::TooNew(version, path.to_path_buf()).to_string());
         }
         Ok(Store { conn })
     }
@@ -995,8 +1000,38 @@ pub enum OpenError {
     Sqlite(rusqlite::Error),
     /// WAL mode could not be switched on (a read-only file system, say).
     NoWal,
-    /// The schema version is higher than this binary's: a newer coupond wrote it.
-    TooNew,
+    /// The schema version (the first) is higher than this binary's: a newer coupond
+    /// wrote the file (the second).
+    TooNew(i64, std::path::PathBuf),
+    /// The copy kept before a migration could not be written.
+    Copy(String),
+}
+
+/// Where the copy made before migrating away from schema `version` goes.
+pub fn pre_migration_copy(db: &Path, version: i64) -> std::path::PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push(format!(".schema-{version}.bak"));
+    std::path::PathBuf::from(p)
+}
+
+/// Before a migration: a consistent copy of the database as it is (`VACUUM INTO`), so a
+/// downgrade can go back to it. One per old schema version; an older copy of the same
+/// version is replaced.
+fn keep_copy(conn: &Connection, db: &Path, version: i64) -> std::result::Result<(), String> {
+    let copy = pre_migration_copy(db, version);
+    let _ = std::fs::remove_file(&copy);
+    let target = copy.to_string_lossy().to_string();
+    conn.execute("VACUUM INTO ?1", [&target]).map_err(|e| {
+        format!(
+            "cannot keep a copy of the database before migrating it ({}): {e}; free some space",
+            copy.display()
+        )
+    })?;
+    log::info!(
+        "kept a copy of the schema version {version} database in {} before migrating",
+        copy.display()
+    );
+    Ok(())
 }
 
 impl From<rusqlite::Error> for OpenError {
@@ -1012,9 +1047,17 @@ impl std::fmt::Display for OpenError {
             OpenError::NoWal => {
                 f.write_str("cannot switch the database to WAL mode; is the file system read-only?")
             }
-            OpenError::TooNew => f.write_str(
-                "the database was written by a newer coupond (its schema version is higher): run that one",
+            OpenError::TooNew(version, db) => write!(
+                f,
+                "the database was written by a newer coupond (schema version {version}; this one \
+                 knows {SCHEMA_VERSION}): install that coupond again, or go back to the copy the \
+                 newer one kept before migrating: stop coupond, then \
+                 mv {copy} {db} and rm -f {db}-wal {db}-shm (coupons recorded since are only \
+                 in the newer file)",
+                copy = pre_migration_copy(db, SCHEMA_VERSION).display(),
+                db = db.display()
             ),
+            OpenError::Copy(e) => f.write_str(e),
         }
     }
 }
@@ -1398,6 +1441,28 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 3);
+        // The copy kept before migrating is the version 2 database, whole.
+        let copy = Connection::open(pre_migration_copy(&path, 2)).unwrap();
+        assert_eq!(schema_version(&copy).unwrap(), 2);
+        let n: i64 = copy
+            .query_row("SELECT count(*) FROM outputs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        drop(copy);
+        // A binary older than the file refuses it and says how to go back.
+        store
+            .conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(store);
+        let e = Store::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("written by a newer coupond")
+                && e.contains(&format!(".schema-{SCHEMA_VERSION}.bak")),
+            "{e}"
+        );
+        let store = Store::open_read_only(&path);
+        assert!(store.err().unwrap().contains("written by a newer coupond"));
     }
 
     fn rejected(n: usize, signature: Option<&str>, body: Vec<u8>) -> Arrival {
