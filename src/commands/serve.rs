@@ -74,12 +74,27 @@ impl DaemonLock {
     /// Takes the lock, or `Ok(None)` when a daemon holds it.
     pub fn take(db: &Path) -> Result<Option<DaemonLock>, String> {
         let path = DaemonLock::path(db);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let cannot = |e: std::io::Error| format!("cannot open {}: {e}", path.display());
+        // flock needs no write access: an existing lock file is opened read-only, so one
+        // that root made (`coupond print-test` on a stopped box) still serves the daemon.
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(cannot)?;
+                // Made by root for the daemon's user: give it the database's owner.
+                if let Ok(m) = std::fs::metadata(db) {
+                    use std::os::unix::fs::MetadataExt;
+                    let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
+                }
+                f
+            }
+            Err(e) => return Err(cannot(e)),
+        };
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(Some(DaemonLock { _file: file }));
