@@ -642,7 +642,8 @@ impl Store {
         let since = time::rfc3339_millis(time::now_millis() - 3_600_000);
         self.conn
             .prepare_cached(
-                "SELECT count(*) FROM rejected WHERE received_at >= ?1 AND reason = ?2",
+                "SELECT coalesce(sum(deliveries), 0) FROM rejected
+                 WHERE coalesce(last_received_at, received_at) >= ?1 AND reason = ?2",
             )?
             .query_row(params![since, crate::intake::WRONG_SECRET], |r| r.get(0))
     }

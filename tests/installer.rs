@@ -555,6 +555,18 @@ fn a_wrong_secret_and_printer_trouble_show_in_status_and_on_the_display_but_junk
         "{}",
         alerts()
     );
+    // The fix: the secret that push was signed with, and a reload. Reverify records the
+    // push, and the banner and the count go at once.
+    std::fs::write(d.dir.join("secret"), format!("{SECRET}\nold-secret\n")).unwrap();
+    unsafe_kill(d.child.id(), "HUP");
+    wait_until(
+        "the banner to clear after the reload",
+        Duration::from_secs(10),
+        || !alerts().to_string().contains("签名校验失败"),
+    );
+    let status = stdout(&run(&["status", "--db", d.db.to_str().unwrap()], &[]));
+    assert!(!status.contains("signature  "), "{status}");
+    assert!(status.contains("coupons    1: 1 verified"), "{status}");
     // The printer is unreachable: the display says so until a receipt prints.
     assert_eq!(d.push(&coupon("verify", 2, "trouble-1")).status, 200);
     wait_until("a printer banner", Duration::from_secs(15), || {

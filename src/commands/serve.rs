@@ -172,7 +172,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         writer: writer.clone(),
         limits,
         bodies: BodyPool::new(BODY_POOL),
-        display: feed,
+        display: feed.clone(),
     });
     let webhook = server::serve(
         "webhook",
@@ -185,6 +185,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     notifier.send(&ready);
     let reloads = Reloads {
         reload,
+        display: feed,
         apps: apps_tx,
         writer: writer.clone(),
         plan: plan.clone(),
@@ -390,7 +391,7 @@ async fn bind_display(
         .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
     let feed = Feed::new(seed.iter().map(display::Entry::from_row).collect());
     // A wrong secret shows from the start, not only from the next failed push.
-    feed.signature_failures(store.signature_failures_last_hour().unwrap_or(0) as usize);
+    feed.reset_signature_failures(store.signature_failures_last_hour().unwrap_or(0) as usize);
     Ok((listener, Arc::new(feed)))
 }
 
@@ -456,6 +457,8 @@ struct Signals {
 /// What a reload needs: how to read the apps again and where they go.
 struct Reloads {
     reload: Reload,
+    /// The counter display, whose signature-failure banner a fixed secret clears.
+    display: Option<Arc<Feed>>,
     apps: watch::Sender<Arc<Apps>>,
     writer: Writer,
     plan: OutputPlan,
@@ -488,6 +491,12 @@ impl Reloads {
                     Ok(Ok(r)) => log::info!("reverify: {r}"),
                     Ok(Err(e)) => log::error!("reverify: {e}"),
                     Err(_) => {}
+                }
+                if let Some(feed) = &self.display {
+                    if let Ok(Ok(n)) = self.writer.call(|s| s.signature_failures_last_hour()).await
+                    {
+                        feed.reset_signature_failures(n as usize);
+                    }
                 }
             }
         }

@@ -148,10 +148,24 @@ impl Feed {
         }
     }
 
-    /// A push for a configured app failed the signature check (or `n` of them, at start).
-    pub fn signature_failures(&self, n: usize) {
+    /// A push for a configured app failed the signature check.
+    pub fn signature_failure(&self) {
+        self.count_signature_failures(1, false);
+    }
+
+    /// The database's count of signature failures in the last hour, at start and after a
+    /// reload (whose reverify removes the rejected pushes the new secret verifies, so a
+    /// fixed secret clears the banner at once).
+    pub fn reset_signature_failures(&self, n: usize) {
+        self.count_signature_failures(n, true);
+    }
+
+    fn count_signature_failures(&self, n: usize, reset: bool) {
         let now = std::time::Instant::now();
         let mut t = self.trouble.lock().unwrap_or_else(|p| p.into_inner());
+        if reset {
+            t.signature_failures.clear();
+        }
         for _ in 0..n.min(SIGNATURE_KEEP) {
             if t.signature_failures.len() == SIGNATURE_KEEP {
                 t.signature_failures.pop_front();

@@ -116,7 +116,7 @@ pub async fn handle(
         }
         (Ok(_), Some((status, reason))) => {
             if let (true, Some(feed)) = (reason == intake::WRONG_SECRET, &hook.display) {
-                feed.signature_failures(1);
+                feed.signature_failure();
             }
             answer_rejected(status, &reason, &said, &hook.limits)
         }
