@@ -77,9 +77,9 @@ pub struct HookPayload<'a> {
 }
 
 impl<'a> HookPayload<'a> {
-    pub fn of(job: &'a Job) -> HookPayload<'a> {
-        let e = &job.event;
-        HookPayload {
+    pub fn of(job: &'a Job) -> Result<HookPayload<'a>, String> {
+        let e = job.coupon()?;
+        Ok(HookPayload {
             output_id: job.id,
             reprint: job.reprint,
             message_id: e.message_id,
@@ -94,7 +94,7 @@ impl<'a> HookPayload<'a> {
             received_at: &e.received_at,
             body: &e.body,
             source: e.source.as_str(),
-        }
+        })
     }
 }
 
@@ -106,12 +106,13 @@ impl Exec {
     }
 
     pub async fn run(&self, job: &Job) -> Result<(), String> {
-        let payload = serde_json::to_vec(&HookPayload::of(job)).map_err(|e| e.to_string())?;
+        let payload = serde_json::to_vec(&HookPayload::of(job)?).map_err(|e| e.to_string())?;
+        let event = job.coupon()?;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(&self.command)
             .env_clear()
-            .envs(environment(&job.event, |k| std::env::var_os(k)))
+            .envs(environment(event, |k| std::env::var_os(k)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -318,17 +319,20 @@ impl Tail {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::coupon::Action;
+    use crate::intake::Outcome;
+    use crate::store::{Origin, Source};
 
-    #[test]
-    fn the_hook_payload_is_pinned() {
-        let job = Job {
+    /// The README's example job: an applied verify pushed over HTTP.
+    pub(crate) fn sample_job() -> Job {
+        let body = "{}".to_string();
+        Job {
             id: 7,
             attempts: 0,
             reprint: false,
-            event: JobEvent {
+            event: Some(JobEvent {
                 message_id: 12,
                 action: Action::Verify,
                 certificate_id: "456".into(),
@@ -339,18 +343,33 @@ mod tests {
                 msg_time: 1665991178,
                 log_id: Some("2022101019".into()),
                 received_at: "2026-11-25T16:48:43.438Z".into(),
-                body: "{}".into(),
-                source: crate::store::Source::Push,
+                body: body.clone(),
+                source: Source::Push,
+            }),
+            origin: Origin {
+                message_id: 12,
+                source: Source::Push,
+                outcome: Outcome::Applied,
+                client_key: Some("your-app-id".into()),
+                account_id: Some("1234".into()),
+                msg_id: Some("m-1".into()),
+                signature: Some("ab12".into()),
+                body,
             },
-        };
-        let json = serde_json::to_string(&HookPayload::of(&job)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_hook_payload_is_pinned() {
+        let job = sample_job();
+        let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert_eq!(
             json,
             r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push"}"#
         );
         let mut job = job;
-        job.event.code = None;
-        let json = serde_json::to_string(&HookPayload::of(&job)).unwrap();
+        job.event.as_mut().unwrap().code = None;
+        let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
     }
 
