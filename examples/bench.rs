@@ -351,8 +351,6 @@ struct Run {
 }
 
 fn load(o: &Opts) -> Run {
-    let secret = o.dir.join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
     let db = o.dir.join("bench.db");
     let mut extra = o.extra.clone();
     if o.stalled_printer {
@@ -366,37 +364,8 @@ fn load(o: &Opts) -> Run {
             drop(held);
         });
     }
-    let started = Instant::now();
-    let mut child = preloaded(o, Command::new(&o.bin))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client-key",
-            KEY,
-            "--log-level",
-            "warn",
-        ])
-        .arg("--db")
-        .arg(&db)
-        .arg("--secret-file")
-        .arg(&secret)
-        .args(&extra)
-        .env("COUPOND_LOG_LEVEL", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start coupond (build it with cargo build --release)");
-    // The daemon runs at log level warn (no line per request), so the port is read off
-    // /proc rather than off the "listening on" line.
+    let (mut child, addr, startup) = start_daemon(o, &db, &extra);
     let pid = child.id();
-    let addr = wait_for_port(pid);
-    let startup = started.elapsed();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("coupond: {line}");
-        }
-    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..o.senders)
