@@ -17,6 +17,14 @@
 //! reports the sweep's time and pages, the daemon's peak RSS, and the webhook latency
 //! while the sweep runs next to the run without catch-up.
 //!
+//! With `--fleet N` it measures the MQTT chain of SPEC §12 instead, side by side with the
+//! HTTP path in the same run: N pushes by the same senders (a) straight to a store box
+//! over HTTP (ack latency = its commit) and (b) to a relay (`--mqtt --mqtt-forward`) that
+//! forwards them through a real mosquitto to a store box (`--mqtt-source`, and `--mqtt`
+//! for its own events), end to end: from the relay's webhook request to the moment the
+//! box's database shows the push (polled every millisecond). It reports throughput,
+//! p50/p99 and each daemon's peak RSS and heap.
+//!
 //! Numbers from a shared machine are noisy: compare the ratios printed in one run.
 
 #[path = "../tests/common/fake_douyin.rs"]
@@ -48,6 +56,8 @@ struct Opts {
     stalled_printer: bool,
     /// Also run a catch-up sweep of this many records under the same load.
     catchup_records: usize,
+    /// `--fleet N`: the MQTT chain against the HTTP path, N pushes each.
+    fleet: Option<u64>,
 }
 
 fn parse_opts() -> Opts {
@@ -62,6 +72,7 @@ fn parse_opts() -> Opts {
         ceiling_only: None,
         stalled_printer: false,
         catchup_records: 0,
+        fleet: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -91,6 +102,9 @@ fn parse_opts() -> Opts {
                 o.ceiling_only = Some(args.next().expect("--ceiling-only DB").into())
             }
             "--stalled-printer" => o.stalled_printer = true,
+            "--fleet" => {
+                o.fleet = Some(args.next().and_then(|v| v.parse().ok()).expect("--fleet N"))
+            }
             "--catchup-records" => {
                 o.catchup_records = args
                     .next()
@@ -111,6 +125,11 @@ fn main() {
         return;
     }
     std::fs::create_dir_all(&o.dir).unwrap();
+    if let Some(n) = o.fleet {
+        fleet(&o, n);
+        let _ = std::fs::remove_dir_all(&o.dir);
+        return;
+    }
     println!(
         "coupond benchmark: {} senders, {} s, scratch {}",
         o.senders,
@@ -253,7 +272,7 @@ fn catchup(o: &Opts) -> Catchup {
     let handles: Vec<_> = (0..o.senders)
         .map(|t| {
             let stop = stop.clone();
-            std::thread::spawn(move || sender(addr, t + 100, &stop))
+            std::thread::spawn(move || sender(addr, t + 100, &stop, u64::MAX))
         })
         .collect();
     let done = done_rx
@@ -263,7 +282,11 @@ fn catchup(o: &Opts) -> Catchup {
     let mut during: Vec<f64> = Vec::new();
     for h in handles {
         let (l, _) = h.join().unwrap();
-        during.extend(l.into_iter().filter(|(at, _)| *at <= done).map(|(_, l)| l));
+        during.extend(
+            l.into_iter()
+                .filter(|(_, sent, l)| *sent + Duration::from_secs_f64(*l) <= done)
+                .map(|(_, _, l)| l),
+        );
     }
     during.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let peak_rss_kb = proc_status_kb(pid, "VmHWM");
@@ -328,8 +351,6 @@ struct Run {
 }
 
 fn load(o: &Opts) -> Run {
-    let secret = o.dir.join("secret");
-    std::fs::write(&secret, SECRET).unwrap();
     let db = o.dir.join("bench.db");
     let mut extra = o.extra.clone();
     if o.stalled_printer {
@@ -343,43 +364,14 @@ fn load(o: &Opts) -> Run {
             drop(held);
         });
     }
-    let started = Instant::now();
-    let mut child = preloaded(o, Command::new(&o.bin))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client-key",
-            KEY,
-            "--log-level",
-            "warn",
-        ])
-        .arg("--db")
-        .arg(&db)
-        .arg("--secret-file")
-        .arg(&secret)
-        .args(&extra)
-        .env("COUPOND_LOG_LEVEL", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start coupond (build it with cargo build --release)");
-    // The daemon runs at log level warn (no line per request), so the port is read off
-    // /proc rather than off the "listening on" line.
+    let (mut child, addr, startup) = start_daemon(o, &db, &extra);
     let pid = child.id();
-    let addr = wait_for_port(pid);
-    let startup = started.elapsed();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("coupond: {line}");
-        }
-    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..o.senders)
         .map(|t| {
             let stop = stop.clone();
-            std::thread::spawn(move || sender(addr, t, &stop))
+            std::thread::spawn(move || sender(addr, t, &stop, u64::MAX))
         })
         .collect();
     let load_started = Instant::now();
@@ -395,7 +387,7 @@ fn load(o: &Opts) -> Run {
     let mut errors = 0;
     for h in handles {
         let (l, e) = h.join().unwrap();
-        lat.extend(l.into_iter().map(|(_, l)| l));
+        lat.extend(l.into_iter().map(|(_, _, l)| l));
         errors += e;
     }
     let elapsed = load_started.elapsed().as_secs_f64();
@@ -449,6 +441,244 @@ impl Latency {
     }
 }
 
+/// Starts `coupond serve` on a free port with the bench app, at log level warn, with
+/// `extra` flags; returns it, its address and how long it took to listen.
+fn start_daemon(
+    o: &Opts,
+    db: &Path,
+    extra: &[String],
+) -> (std::process::Child, SocketAddr, Duration) {
+    let secret = o.dir.join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let started = Instant::now();
+    let mut child = preloaded(o, Command::new(&o.bin))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--client-key",
+            KEY,
+            "--log-level",
+            "warn",
+        ])
+        .arg("--db")
+        .arg(db)
+        .arg("--secret-file")
+        .arg(&secret)
+        .args(extra)
+        .env("COUPOND_LOG_LEVEL", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coupond (build it with cargo build --release)");
+    // The daemon runs at log level warn (no line per request), so the port is read off
+    // /proc rather than off the "listening on" line.
+    let addr = wait_for_port(child.id());
+    let startup = started.elapsed();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("coupond: {line}");
+        }
+    });
+    (child, addr, startup)
+}
+
+fn stop_daemon(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// The MQTT chain against the HTTP path, `n` pushes each (see the top of this file).
+fn fleet(o: &Opts, n: u64) {
+    let per_sender = n.div_ceil(o.senders as u64);
+    let total = per_sender * o.senders as u64;
+    println!(
+        "coupond fleet benchmark: {total} pushes from {} senders, scratch {}",
+        o.senders,
+        o.dir.display()
+    );
+
+    // (a) The HTTP path: the same pushes straight to a store box.
+    let (child, addr, _) = start_daemon(o, &o.dir.join("http.db"), &o.extra);
+    let started = Instant::now();
+    let sent = push_all(addr, o.senders, per_sender);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = sent.iter().map(|(_, _, l)| *l).collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let http_rss = proc_status_kb(child.id(), "VmHWM");
+    // The peak counts the binary's and libc's mapped pages too; the heap is this part.
+    let http_anon = proc_status_kb(child.id(), "RssAnon");
+    stop_daemon(child);
+    let http = {
+        let l = Latency::of(&lat);
+        (lat.len() as f64 / elapsed, l.p50, l.p99)
+    };
+
+    // (b) relay -> mosquitto -> store box.
+    let broker = Broker::start(&o.dir.join("broker"));
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let mut relay_flags = vec!["--mqtt".to_string(), url.clone(), "--mqtt-forward".into()];
+    relay_flags.extend(["--mqtt-client-id".into(), "bench-relay".into()]);
+    relay_flags.extend(o.extra.iter().cloned());
+    let box_db = o.dir.join("box.db");
+    let mut box_flags = vec![
+        "--mqtt-source".to_string(),
+        url.clone(),
+        "--mqtt".into(),
+        url,
+    ];
+    box_flags.extend(["--mqtt-client-id".into(), "bench-box".into()]);
+    box_flags.extend(o.extra.iter().cloned());
+    let (store, _, _) = start_daemon(o, &box_db, &box_flags);
+    let (relay, relay_addr, _) = start_daemon(o, &o.dir.join("relay.db"), &relay_flags);
+    // Both connected before the clock starts.
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = watch_commits(&box_db, total as usize);
+    let started = Instant::now();
+    let sent = push_all(relay_addr, o.senders, per_sender);
+    let seen = seen.join().unwrap();
+    let elapsed = seen
+        .values()
+        .max()
+        .map_or(0.0, |t| t.duration_since(started).as_secs_f64());
+    let mut lat: Vec<f64> = sent
+        .iter()
+        .filter_map(|(cert, at, _)| Some(seen.get(cert)?.duration_since(*at).as_secs_f64()))
+        .collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let box_rss = proc_status_kb(store.id(), "VmHWM");
+    let box_anon = proc_status_kb(store.id(), "RssAnon");
+    let relay_rss = proc_status_kb(relay.id(), "VmHWM");
+    stop_daemon(relay);
+    stop_daemon(store);
+    drop(broker);
+    let chain = {
+        let l = Latency::of(&lat);
+        (lat.len() as f64 / elapsed, l.p50, l.p99)
+    };
+
+    println!("| path | pushes | throughput | p50 | p99 | peak RSS (anonymous at the end) |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| HTTP: webhook -> box commit (ack) | {} | {:.0} msg/s | {:.2} ms | {:.2} ms | box {:.1} MB ({:.1} MB) |",
+        sent.len(),
+        http.0,
+        http.1 * 1e3,
+        http.2 * 1e3,
+        http_rss as f64 / 1024.0,
+        http_anon as f64 / 1024.0
+    );
+    println!(
+        "| MQTT: relay webhook -> broker -> box commit | {} of {} | {:.0} msg/s ({:.2}x) | {:.2} ms | {:.2} ms | box {:.1} MB ({:.1} MB), relay {:.1} MB |",
+        lat.len(),
+        sent.len(),
+        chain.0,
+        chain.0 / http.0,
+        chain.1 * 1e3,
+        chain.2 * 1e3,
+        box_rss as f64 / 1024.0,
+        box_anon as f64 / 1024.0,
+        relay_rss as f64 / 1024.0
+    );
+}
+
+/// `senders` keep-alive senders, `each` distinct pushes each: (certificate, sent at,
+/// ack latency) per acknowledged push.
+fn push_all(addr: SocketAddr, senders: usize, each: u64) -> Vec<(String, Instant, f64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..senders)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || sender(addr, t, &stop, each))
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap().0)
+        .collect()
+}
+
+/// Watches the store box's database: when each certificate first showed up, until
+/// `n` did (or 120 s passed).
+fn watch_commits(
+    db: &Path,
+    n: usize,
+) -> std::thread::JoinHandle<std::collections::HashMap<String, Instant>> {
+    let db = db.to_path_buf();
+    std::thread::spawn(move || {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.busy_timeout(Duration::from_secs(5)).unwrap();
+        let mut seen = std::collections::HashMap::new();
+        let mut last = 0i64;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while seen.len() < n && Instant::now() < deadline {
+            let mut stmt = c
+                .prepare_cached("SELECT id, certificate_id FROM messages WHERE id > ?1 ORDER BY id")
+                .unwrap();
+            let rows: Vec<(i64, String)> = stmt
+                .query_map([last], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .filter_map(Result::ok)
+                .collect();
+            let now = Instant::now();
+            for (id, cert) in rows {
+                last = last.max(id);
+                seen.entry(cert).or_insert(now);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen
+    })
+}
+
+/// A mosquitto of its own (Debian's package), persistence on as a real one would have.
+struct Broker {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\nuser root\n\
+                 persistence_location {}/\nmax_queued_messages 0\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt-get install mosquitto)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { port, child }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Finds the TCP port the daemon listens on, from /proc/net/tcp and its socket inodes.
 fn wait_for_port(pid: u32) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -497,14 +727,20 @@ fn cpu_ticks(pid: u32) -> u64 {
         + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
-/// One keep-alive sender: distinct messages back to back; returns when each answer
-/// came and its latency (s), and the errors.
-fn sender(addr: SocketAddr, t: usize, stop: &AtomicBool) -> (Vec<(Instant, f64)>, usize) {
+/// One keep-alive sender: distinct messages back to back, until the stop or `limit` were
+/// sent; returns each acknowledged one's certificate, when it was sent and its latency
+/// (s), and the errors.
+fn sender(
+    addr: SocketAddr,
+    t: usize,
+    stop: &AtomicBool,
+    limit: u64,
+) -> (Vec<(String, Instant, f64)>, usize) {
     let mut lat = Vec::new();
     let mut errors = 0;
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && i < limit {
         let content = format!(
             r#"{{"action":"verify","msg_time":{},"certificate":{{"certificate_id":"b-{t}-{i}","order_id":"o-{i}","account_id":"1234"}}}}"#,
             1_700_000_000 + i
@@ -529,7 +765,11 @@ fn sender(addr: SocketAddr, t: usize, stop: &AtomicBool) -> (Vec<(Instant, f64)>
         let started = Instant::now();
         let ok = s.get_mut().write_all(req.as_bytes()).is_ok() && read_status(s) == Some(200);
         if ok {
-            lat.push((Instant::now(), started.elapsed().as_secs_f64()));
+            lat.push((
+                format!("b-{t}-{i}"),
+                started,
+                started.elapsed().as_secs_f64(),
+            ));
         } else {
             errors += 1;
             conn = None;

@@ -43,6 +43,7 @@ fn main() {
     let plan = OutputPlan {
         sinks: vec![SinkKind::Log],
         actions: coupond::coupon::Action::ALL.to_vec(),
+        ..Default::default()
     };
     let day_ms = 86_400_000i64;
     let start_ms = coupond::time::now_millis() - 400 * day_ms;

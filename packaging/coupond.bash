@@ -7,13 +7,13 @@ _coupond() {
         return
     fi
     case "$prev" in
-        --config|--db|--douyin-ca|--printer|--secret-file)
+        --config|--db|--douyin-ca|--mqtt-ca|--mqtt-password-file|--printer|--secret-file)
             COMPREPLY=($(compgen -f -- "$cur"))
             return ;;
     esac
     case "${COMP_WORDS[1]}" in
-        serve) COMPREPLY=($(compgen -W "--config --listen --path --db --client-key --secret-file --max-body --printer --paper-width --store-name --printer-status --serial-baud --display-listen --exec --exec-timeout --print-actions --output-attempts --keep-days --account-id --poi-id --reconcile-every --douyin-api --douyin-ca --log-level --help" -- "$cur")) ;;
-        check) COMPREPLY=($(compgen -W "--config --listen --path --db --client-key --secret-file --max-body --printer --paper-width --store-name --printer-status --serial-baud --display-listen --exec --exec-timeout --print-actions --output-attempts --keep-days --account-id --poi-id --reconcile-every --douyin-api --douyin-ca --log-level --help" -- "$cur")) ;;
+        serve) COMPREPLY=($(compgen -W "--config --listen --path --db --client-key --secret-file --max-body --printer --paper-width --store-name --printer-status --serial-baud --display-listen --exec --exec-timeout --print-actions --output-attempts --keep-days --account-id --poi-id --reconcile-every --douyin-api --douyin-ca --mqtt --mqtt-forward --mqtt-source --mqtt-accounts --mqtt-topic --mqtt-client-id --mqtt-ca --mqtt-username --mqtt-password-file --log-level --help" -- "$cur")) ;;
+        check) COMPREPLY=($(compgen -W "--config --listen --path --db --client-key --secret-file --max-body --printer --paper-width --store-name --printer-status --serial-baud --display-listen --exec --exec-timeout --print-actions --output-attempts --keep-days --account-id --poi-id --reconcile-every --douyin-api --douyin-ca --mqtt --mqtt-forward --mqtt-source --mqtt-accounts --mqtt-topic --mqtt-client-id --mqtt-ca --mqtt-username --mqtt-password-file --log-level --help" -- "$cur")) ;;
         status) COMPREPLY=($(compgen -W "--config --db --help" -- "$cur")) ;;
         send) COMPREPLY=($(compgen -W "--config --url --client-key --secret-file --action --certificate-id --order-id --code --account-id --msg-time --log-id --challenge --help" -- "$cur")) ;;
         print-test) COMPREPLY=($(compgen -W "--config --db --printer --paper-width --store-name --printer-status --serial-baud --help" -- "$cur")) ;;

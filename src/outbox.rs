@@ -7,7 +7,8 @@
 //! one by one within the sink's time limit, record the results, repeat. A failure stops
 //! the round and is retried with backoff ([`backoff`]: 1 s doubling to 60 s) while the
 //! rest of that sink's queue waits; after `max_attempts` the job is `failed` (with
-//! `last_error`) and the queue moves on.
+//! `last_error`) and the queue moves on, except for MQTT, retried without limit (a
+//! broker outage is not a bad message).
 //!
 //! Results are recorded after each round, in one transaction; if the database refuses
 //! (disk full), they are kept in memory and nothing more is delivered by that sink until
@@ -25,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
-use crate::store::{Attempt, AttemptOutcome, Job, Work};
+use crate::store::{Attempt, AttemptOutcome, Job};
 use crate::writer::Writer;
 
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
@@ -128,22 +129,20 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             log::debug!("{name}: output {} delivered", job.id);
             (AttemptOutcome::Done, None)
         }
-        Err(error) if attempts >= max_attempts => {
-            let again = match &job.work {
-                Work::Coupon(e) => format!(
-                    "certificate {}; `coupond reprint {}` queues it again",
-                    e.certificate_id, e.certificate_id
-                ),
-                Work::PrintTest => "a print test".into(),
+        Err(error) if attempts >= max_attempts && !sink.retries_forever() => {
+            let again = match &job.event {
+                Some(e) => format!("; `coupond reprint {}` queues it again", e.certificate_id),
+                None => String::new(),
             };
             log::error!(
-                "{name}: output {} failed after {attempts} attempts: {error} ({again})",
-                job.id
+                "{name}: output {} ({}) failed after {attempts} attempts: {error}{again}",
+                job.id,
+                job.subject(),
             );
             (AttemptOutcome::GiveUp(error), None)
         }
         Err(error) => {
-            let wait = backoff(attempts);
+            let wait = sink.retry_wait(attempts);
             log::warn!(
                 "{name}: output {} attempt {attempts} failed: {error}; retry in {wait:?}",
                 job.id

@@ -158,6 +158,20 @@ CREATE TABLE catchup (
     error_at        TEXT
 );
 "#,
+    r#"
+-- MQTT (SPEC §12): a push's signature, which the relay forwards and headquarters' events
+-- carry, and the state of each broker connection for `coupond status`.
+ALTER TABLE messages ADD COLUMN signature TEXT;
+-- How a rejected message came, so that `reverify` records it with its true source (a
+-- push that came from MQTT must never be forwarded again).
+ALTER TABLE rejected ADD COLUMN source TEXT NOT NULL DEFAULT 'push';
+CREATE TABLE links (
+    name    TEXT PRIMARY KEY,  -- 'mqtt' (events and forward), 'mqtt-source'
+    state   TEXT NOT NULL,     -- 'connected', 'connecting'
+    since   TEXT NOT NULL,
+    detail  TEXT               -- the broker, or why the last connection failed
+);
+"#,
 ];
 
 pub type Result<T> = rusqlite::Result<T>;
@@ -168,8 +182,14 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Which sinks get a job for an applied message of each action.
 #[derive(Debug, Clone, Default)]
 pub struct OutputPlan {
+    /// The store's own sinks (printer, display, exec, log), for `actions` only.
     pub sinks: Vec<SinkKind>,
     pub actions: Vec<Action>,
+    /// `--mqtt`: every applied message but test pushes, whatever its action.
+    pub mqtt_events: bool,
+    /// `--mqtt-forward`: every new signed message that came over HTTP, whatever its
+    /// outcome.
+    pub mqtt_forward: bool,
 }
 
 impl OutputPlan {
@@ -179,6 +199,46 @@ impl OutputPlan {
         } else {
             &[]
         }
+    }
+
+    /// Whether a new message gets an `mqtt` job: one job publishes everything this
+    /// message means to the broker (its forward, its event), in order with the others.
+    /// Only Douyin's own pushes are forwarded: never one that came from MQTT (no loops),
+    /// nor a test push, which a store box would take for a real one and report to
+    /// headquarters.
+    fn wants_mqtt(&self, source: Source, outcome: Outcome) -> bool {
+        (self.mqtt_forward && source == Source::Push)
+            || (self.mqtt_events && outcome == Outcome::Applied && source != Source::Test)
+    }
+}
+
+/// How a message came (`messages.source`, SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Douyin's webhook over HTTP.
+    Push,
+    /// Recovered from Douyin's API (catch-up).
+    Reconcile,
+    /// A push forwarded by a relay through the broker.
+    Mqtt,
+    /// `coupond send`'s test push.
+    Test,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Push, Source::Reconcile, Source::Mqtt, Source::Test];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Push => "push",
+            Source::Reconcile => "reconcile",
+            Source::Mqtt => "mqtt",
+            Source::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.as_str() == s)
     }
 }
 
@@ -194,35 +254,6 @@ pub struct Arrival {
     /// The dedup key (`body_sha1`) when it is not the sha1 of `body`: for a recovered
     /// record, the digest of (`verify_id`, action, time).
     pub dedup: Option<String>,
-}
-
-/// How a message came (`messages.source`, SPEC §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A webhook push.
-    Push,
-    /// A record of Douyin's verify-record API, recovered by catch-up.
-    Reconcile,
-    /// `coupond send` (its body says so: `from_user_id` = `coupond-send`) and `coupond
-    /// print-test`: stored, printed and shown marked 测试, counted apart, never taken for
-    /// a real redemption.
-    Test,
-}
-
-impl Source {
-    pub const ALL: [Source; 3] = [Source::Push, Source::Reconcile, Source::Test];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Push => "push",
-            Source::Reconcile => "reconcile",
-            Source::Test => "test",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Source> {
-        Source::ALL.into_iter().find(|x| x.as_str() == s)
-    }
 }
 
 /// One account's catch-up, as `coupond status` shows it.
@@ -260,16 +291,45 @@ pub struct Job {
     pub id: i64,
     pub attempts: i64,
     pub reprint: bool,
-    pub work: Work,
+    /// `coupond print-test`: a test receipt, about no coupon (`event` is `None`).
+    pub print_test: bool,
+    /// The coupon event. `None` only for an `mqtt` job that forwards a signed message
+    /// that is no coupon event (a challenge, an invalid body): the store's own sinks
+    /// only ever get applied coupon messages.
+    pub event: Option<JobEvent>,
+    /// The message as it came, for the sinks that pass it on (MQTT).
+    pub origin: Origin,
 }
 
-/// What an output job tells.
+impl Job {
+    /// The coupon event, for sinks that only ever get applied coupon messages.
+    pub fn coupon(&self) -> std::result::Result<&JobEvent, String> {
+        self.event
+            .as_ref()
+            .ok_or_else(|| format!("message {} is not a coupon event", self.origin.message_id))
+    }
+
+    /// What the job is about, for a log line.
+    pub fn subject(&self) -> String {
+        match &self.event {
+            Some(e) => format!("certificate {}", e.certificate_id),
+            None => format!("message {}", self.origin.message_id),
+        }
+    }
+}
+
+/// A message as it came: what a relay forwards and headquarters' events quote.
 #[derive(Debug, Clone)]
-pub enum Work {
-    /// A coupon's applied message.
-    Coupon(Box<JobEvent>),
-    /// `coupond print-test`: a test receipt, about no coupon.
-    PrintTest,
+pub struct Origin {
+    pub message_id: i64,
+    pub source: Source,
+    pub outcome: Outcome,
+    pub client_key: Option<String>,
+    pub account_id: Option<String>,
+    pub msg_id: Option<String>,
+    pub signature: Option<String>,
+    /// The raw body (for a recovered message, the record).
+    pub body: String,
 }
 
 /// The `event` of the message row `coupond print-test` records (no coupon, never
@@ -349,6 +409,7 @@ pub struct RejectedRow {
     pub signature: Option<String>,
     pub body: Vec<u8>,
     pub body_len: i64,
+    pub source: Source,
 }
 
 /// A certificate as the counter display shows it.
@@ -388,6 +449,21 @@ pub struct Summary {
     pub test_coupons: i64,
     /// See [`Store::signature_failures_last_hour`].
     pub signature_failures: i64,
+    /// The broker connections of the last daemon that ran.
+    pub links: Vec<Link>,
+}
+
+/// A broker connection's state, as the daemon last recorded it, with its traffic.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub name: String,
+    pub state: String,
+    pub since: String,
+    pub detail: Option<String>,
+    /// `mqtt`: jobs waiting for the broker; `mqtt-source`: none.
+    pub queued: i64,
+    /// `mqtt`: the last PUBACK'd publish; `mqtt-source`: the last push ingested.
+    pub last: Option<String>,
 }
 
 /// A `counters` row: requests counted rather than stored.
@@ -526,35 +602,48 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
-                    m.received_at, CAST(m.body AS TEXT), m.source, m.event
+                    m.received_at, CAST(m.body AS TEXT), m.source, m.outcome, m.msg_id,
+                    m.signature, m.event
              FROM outputs o JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'pending' AND o.sink = ?1
              ORDER BY o.id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![sink, limit as i64], |r| {
-            let work = if r.get::<_, Option<String>>(15)?.as_deref() == Some(PRINT_TEST_EVENT) {
-                Work::PrintTest
-            } else {
-                Work::Coupon(Box::new(JobEvent {
-                    message_id: r.get(3)?,
-                    action: r.get(4)?,
-                    certificate_id: r.get(5)?,
+            let print_test = r.get::<_, Option<String>>(18)?.as_deref() == Some(PRINT_TEST_EVENT);
+            let origin = Origin {
+                message_id: r.get(3)?,
+                source: r.get(14)?,
+                outcome: r.get(15)?,
+                client_key: r.get(9)?,
+                account_id: r.get(8)?,
+                msg_id: r.get(16)?,
+                signature: r.get(17)?,
+                body: r.get(13)?,
+            };
+            let event = match (r.get::<_, Option<Action>>(4)?, r.get(5)?) {
+                (Some(action), Some(certificate_id)) => Some(JobEvent {
+                    message_id: origin.message_id,
+                    action,
+                    certificate_id,
                     order_id: r.get(6)?,
                     code: r.get(7)?,
-                    account_id: r.get(8)?,
-                    client_key: r.get(9)?,
+                    account_id: origin.account_id.clone(),
+                    client_key: origin.client_key.clone(),
                     msg_time: r.get(10)?,
                     log_id: r.get(11)?,
                     received_at: r.get(12)?,
-                    body: r.get(13)?,
-                    source: r.get(14)?,
-                }))
+                    body: origin.body.clone(),
+                    source: origin.source,
+                }),
+                _ => None,
             };
             Ok(Job {
                 id: r.get(0)?,
                 attempts: r.get(1)?,
                 reprint: r.get(2)?,
-                work,
+                print_test,
+                event,
+                origin,
             })
         })?;
         rows.collect()
@@ -648,6 +737,46 @@ impl Store {
             .query_row(params![since, crate::intake::WRONG_SECRET], |r| r.get(0))
     }
 
+    /// Records a broker connection's state: `state` is `connected` or `connecting`,
+    /// `detail` the broker or the last error. Written on changes only.
+    pub fn set_link(&mut self, name: &str, state: &str, detail: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO links (name, state, since, detail) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET
+                     since = CASE WHEN state = excluded.state THEN since ELSE excluded.since END,
+                     state = excluded.state, detail = excluded.detail",
+            )?
+            .execute(params![name, state, time::now_rfc3339(), detail])?;
+        Ok(())
+    }
+
+    /// The broker connections with their queue and last traffic.
+    pub fn links(&self) -> Result<Vec<Link>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, state, since, detail,
+                    CASE name WHEN 'mqtt' THEN (SELECT count(*) FROM outputs
+                                                 WHERE state = 'pending' AND sink = 'mqtt')
+                              ELSE 0 END,
+                    CASE name WHEN 'mqtt' THEN (SELECT max(done_at) FROM outputs
+                                                 WHERE sink = 'mqtt' AND state = 'done')
+                              ELSE (SELECT max(last_received_at) FROM messages
+                                    WHERE source = 'mqtt') END
+             FROM links ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Link {
+                name: r.get(0)?,
+                state: r.get(1)?,
+                since: r.get(2)?,
+                detail: r.get(3)?,
+                queued: r.get(4)?,
+                last: r.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
     /// A one-line summary for systemd's STATUS=: cheap (an index and the rowid).
     pub fn status_line(&self) -> Result<String> {
         let messages: i64 =
@@ -666,6 +795,12 @@ impl Store {
             line += &format!(
                 "; {bad} push(es) failed the signature check in the last hour: wrong client secret?"
             );
+        }
+        for link in self.links()? {
+            line += &format!("; {} {}", link.name, link.state);
+            if link.name == "mqtt" {
+                line += &format!(", {} queued", link.queued);
+            }
         }
         Ok(line)
     }
@@ -711,7 +846,8 @@ impl Store {
     /// Rejected requests, oldest first, for `coupond reverify`.
     pub fn rejected_rows(&self) -> Result<Vec<RejectedRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, received_at, msg_id, signature, body, body_len FROM rejected ORDER BY id",
+            "SELECT id, received_at, msg_id, signature, body, body_len, source
+             FROM rejected ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(RejectedRow {
@@ -725,6 +861,7 @@ impl Store {
                     .unwrap_or_default()
                     .to_vec(),
                 body_len: r.get(5)?,
+                source: r.get(6)?,
             })
         })?;
         rows.collect()
@@ -897,6 +1034,7 @@ impl Store {
                 [],
                 |r| r.get(0),
             )?,
+            links: self.links()?,
         })
     }
 
@@ -1124,6 +1262,10 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
             outputs += 1;
         }
     }
+    if plan.wants_mqtt(a.source, outcome) {
+        insert_output(tx, message_id, SinkKind::Mqtt, &a.received_at, false)?;
+        outputs += 1;
+    }
     Ok(Ack::Recorded {
         message_id,
         outcome,
@@ -1190,8 +1332,10 @@ fn insert_message(
     tx.prepare_cached(
         "INSERT INTO messages (received_at, msg_id, log_id, event, client_key, action,
                                certificate_id, msg_time, outcome, error, body, body_sha1,
-                               last_received_at, order_id, code, account_id, source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?1, ?13, ?14, ?15, ?16)",
+                               last_received_at, order_id, code, account_id, source,
+                               signature)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?1, ?13, ?14, ?15, ?16,
+                 ?17)",
     )?
     .execute(params![
         a.received_at,
@@ -1210,6 +1354,7 @@ fn insert_message(
         cert.and_then(|c| c.code.as_ref()),
         cert.and_then(|c| c.account_id.as_ref()),
         if msg.test { Source::Test } else { a.source },
+        a.signature.as_deref().map(cap_header),
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -1244,8 +1389,8 @@ fn insert_rejected(tx: &Transaction, a: &Arrival, status: u16, reason: &str) -> 
     }
     tx.prepare_cached(
         "INSERT INTO rejected (received_at, reason, status, msg_id, signature, body, body_len,
-                               digest, last_received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1)",
+                               digest, last_received_at, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1, ?9)",
     )?
     .execute(params![
         a.received_at,
@@ -1256,6 +1401,7 @@ fn insert_rejected(tx: &Transaction, a: &Arrival, status: u16, reason: &str) -> 
         Body(kept),
         a.body.len() as i64,
         digest,
+        a.source,
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("DELETE FROM rejected WHERE id <= ?1")?
@@ -1372,7 +1518,7 @@ mod tests {
         for (i, source) in Source::ALL.into_iter().enumerate() {
             c.execute(
                 "INSERT INTO messages (received_at, outcome, body, body_sha1, last_received_at, source)
-                 VALUES ('now', 'applied', '{}', ?1, 'now', ?2)",
+                 VALUES ('now', 'ignored', '{}', ?1, 'now', ?2)",
                 params![format!("s{i}"), source],
             )
             .unwrap();
@@ -1406,6 +1552,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown action \"used\""));
+    }
+
+    #[test]
+    fn mqtt_jobs_forward_only_douyins_own_pushes_and_report_no_test() {
+        let plan = OutputPlan {
+            sinks: vec![SinkKind::Log],
+            actions: Action::ALL.to_vec(),
+            mqtt_events: false,
+            mqtt_forward: true,
+        };
+        let events = OutputPlan {
+            mqtt_events: true,
+            mqtt_forward: false,
+            ..plan.clone()
+        };
+        use Outcome::*;
+        use Source::*;
+        for (source, outcome, forward, event) in [
+            (Push, Applied, true, true),
+            (Push, Stale, true, false),
+            (Push, Challenge, true, false),
+            (Mqtt, Applied, false, true),
+            (Mqtt, Duplicate, false, false),
+            (Reconcile, Applied, false, true),
+            (Test, Applied, false, false),
+        ] {
+            assert_eq!(
+                plan.wants_mqtt(source, outcome),
+                forward,
+                "{source:?} {outcome:?}"
+            );
+            assert_eq!(
+                events.wants_mqtt(source, outcome),
+                event,
+                "{source:?} {outcome:?}"
+            );
+        }
     }
 
     #[test]

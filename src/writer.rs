@@ -33,6 +33,9 @@ const QUEUE: usize = 1024;
 const CHECKPOINT_EVERY: u32 = 16;
 
 type Reply = oneshot::Sender<Result<Ack, String>>;
+/// The writer's answer for a submitted arrival: resolves once its commit is done (or
+/// failed); an error when the writer stopped.
+pub type Committed = oneshot::Receiver<Result<Ack, String>>;
 type Call = Box<dyn FnOnce(&mut Store) + Send>;
 
 enum Command {
@@ -80,10 +83,7 @@ impl Writer {
 
     /// Queues one arrival and returns at once with the receiver of its answer, so a
     /// caller can queue several (catch-up) and have them committed together, in order.
-    pub async fn submit(
-        &self,
-        arrival: Arrival,
-    ) -> Result<oneshot::Receiver<Result<Ack, String>>, Closed> {
+    pub async fn submit(&self, arrival: Arrival) -> Result<Committed, Closed> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Ingest(Box::new(arrival), reply))

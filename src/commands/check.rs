@@ -84,7 +84,14 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
     ));
     out.push(secrets(args, env));
     out.push(database(&cfg.db));
-    out.push(port("listen", cfg.listen, Some(&cfg.path)));
+    match cfg.listen {
+        Some(addr) => out.push(port("listen", addr, Some(&cfg.path))),
+        None => out.push(line(
+            Level::Ok,
+            "listen",
+            "off: pushes come from --mqtt-source only",
+        )),
+    }
     out.push(printer(&cfg));
     if let Some(addr) = cfg.display_listen {
         out.push(port("display", addr, None));

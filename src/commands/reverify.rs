@@ -9,7 +9,7 @@
 
 use crate::config::ReverifyConfig;
 use crate::intake::{self, Apps, Intake};
-use crate::store::{Ack, Arrival, OutputPlan, Source, Store};
+use crate::store::{Ack, Arrival, OutputPlan, Store};
 
 /// What a pass found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +39,11 @@ pub fn pass(store: &mut Store, apps: &Apps, plan: &OutputPlan) -> Result<Report,
                 row.id,
                 Arrival {
                     received_at: row.received_at,
+                    source: row.source,
                     msg_id: row.msg_id,
                     signature: row.signature,
                     body: row.body,
                     intake,
-                    source: Source::Push,
                     dedup: None,
                 },
             ));
@@ -91,6 +91,7 @@ pub fn run(cfg: &ReverifyConfig) -> Result<(), String> {
     let plan = OutputPlan {
         sinks: cfg.sinks.clone(),
         actions: cfg.print_actions.clone(),
+        ..Default::default()
     };
     let report = pass(&mut store, &cfg.apps, &plan)?;
     println!("{report}");

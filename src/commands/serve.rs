@@ -38,8 +38,9 @@ use crate::retention;
 use crate::server;
 use crate::shutdown::{self, Stop, Trigger};
 use crate::sinks::display::{self, Feed};
-use crate::sinks::Sink;
+use crate::sinks::{Sink, SinkKind};
 use crate::sources::catchup;
+use crate::sources::mqtt as mqtt_source;
 use crate::sources::webhook::{self, Webhook};
 use crate::store::{OutputPlan, Store};
 use crate::tls;
@@ -121,7 +122,8 @@ impl DaemonLock {
 struct Started {
     _lock: DaemonLock,
     store: Store,
-    listener: TcpListener,
+    /// `None` with `--listen off` (a store box fed by `--mqtt-source` only).
+    listener: Option<TcpListener>,
     display: Option<(TcpListener, Arc<Feed>)>,
     sinks: Vec<Arc<Sink>>,
     plan: OutputPlan,
@@ -142,19 +144,29 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         catchup,
     } = start(&cfg).await?;
     let plan_for_reload = plan.clone();
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let ear = match &listener {
+        Some(l) => format!(
+            "listening on http://{}{}",
+            l.local_addr().map_err(|e| e.to_string())?,
+            cfg.path
+        ),
+        None => "taking pushes from MQTT only (--listen off)".to_string(),
+    };
     let (changes_tx, changes) = watch::channel(0u64);
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
     let plan = plan_for_reload;
     let (trigger, stop) = shutdown::channel();
     log::info!(
-        "coupond {} listening on http://{local}{} with database {}; {} app(s), {} secret(s); outputs: {}",
+        "coupond {} {ear} with database {}; {} app(s), {} secret(s); outputs: {}",
         env!("CARGO_PKG_VERSION"),
-        cfg.path,
         cfg.db.display(),
         cfg.apps.client_keys.len(),
         cfg.apps.secrets.len(),
-        sinks.iter().map(|s| s.kind().name()).collect::<Vec<_>>().join(", "),
+        sinks
+            .iter()
+            .map(|s| s.kind().name())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
@@ -174,14 +186,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         bodies: BodyPool::new(BODY_POOL),
         display: feed.clone(),
     });
-    let webhook = server::serve(
-        "webhook",
-        listener,
-        webhook_connections(),
-        move |req| webhook::handle(hook.clone(), req),
-        stop.clone(),
-    );
-    let ready = format!("READY=1\nSTATUS=listening on {local}{}", cfg.path);
+    let ready = format!("READY=1\nSTATUS={ear}");
     notifier.send(&ready);
     let reloads = Reloads {
         reload,
@@ -193,8 +198,19 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         ready,
     };
     tokio::spawn(signals.run(trigger, notifier, reloads));
-
-    webhook.await;
+    match listener {
+        Some(listener) => {
+            server::serve(
+                "webhook",
+                listener,
+                webhook_connections(),
+                move |req| webhook::handle(hook.clone(), req),
+                stop.clone(),
+            )
+            .await
+        }
+        None => shutdown::stopped(&mut stop.clone()).await,
+    }
     while tasks.join_next().await.is_some() {}
     close(writer, db_thread).await;
     Ok(())
@@ -217,12 +233,14 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
                 cfg.db.display()
             )
         })?;
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| {
-        format!(
-            "cannot listen on {}: {e} (another coupond running? choose another --listen)",
-            cfg.listen
-        )
-    })?;
+    let listener = match cfg.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            format!(
+                "cannot listen on {addr}: {e} (another coupond running? choose another --listen)"
+            )
+        })?),
+        None => None,
+    };
     let display = match cfg.display_listen {
         Some(addr) => Some(bind_display(addr, &store, cfg).await?),
         None => None,
@@ -232,8 +250,14 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         .build(display.as_ref().map(|(_, feed)| feed.clone()));
     warn_orphaned_jobs(&store, &sinks);
     let plan = OutputPlan {
-        sinks: sinks.iter().map(|s| s.kind()).collect(),
+        sinks: sinks
+            .iter()
+            .map(|s| s.kind())
+            .filter(|k| *k != SinkKind::Mqtt)
+            .collect(),
         actions: cfg.print_actions.clone(),
+        mqtt_events: cfg.outputs.mqtt.is_some(),
+        mqtt_forward: cfg.outputs.mqtt.as_ref().is_some_and(|p| p.forward),
     };
     match reverify::pass(&mut store, &cfg.apps, &plan) {
         Ok(r) if r.recovered > 0 => {
@@ -294,7 +318,8 @@ fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, Stri
 }
 
 /// Everything beside the webhook, as tasks that end when the stop is given: one
-/// delivery loop per sink, retention, the display's port, catch-up and the watchdog.
+/// delivery loop per sink (and the MQTT sink's connection), the MQTT source,
+/// retention, the display's port, catch-up and the watchdog.
 #[allow(clippy::too_many_arguments)]
 fn spawn_beside_webhook(
     cfg: &ServeConfig,
@@ -308,11 +333,24 @@ fn spawn_beside_webhook(
 ) -> Result<JoinSet<()>, String> {
     let mut tasks = JoinSet::new();
     for sink in sinks {
+        if let Sink::Mqtt(m) = &**sink {
+            if let Some(link) = m.take_link() {
+                tasks.spawn(link.run(writer.clone(), stop.clone()));
+            }
+        }
         tasks.spawn(outbox::run_sink(
             sink.clone(),
             writer.clone(),
             cfg.output_attempts,
             changes.clone(),
+            stop.clone(),
+        ));
+    }
+    if let Some(sub) = &cfg.mqtt_source {
+        tasks.spawn(mqtt_source::run(
+            sub.clone(),
+            cfg.apps.clone(),
+            writer.clone(),
             stop.clone(),
         ));
     }

@@ -100,6 +100,21 @@ pub fn render(db: &str, s: &Summary) -> String {
             s.signature_failures
         );
     }
+    for l in &s.links {
+        let mut line = format!("{:<10} {} since {}", l.name, l.state, l.since);
+        if let Some(d) = &l.detail {
+            line += &format!(" ({})", sanitize::text(d));
+        }
+        if l.name == "mqtt" {
+            line += &format!("; {} queued", l.queued);
+        }
+        let last = if l.name == "mqtt" { "publish" } else { "push" };
+        line += &format!(
+            "; last {last} {}\n",
+            l.last.as_deref().unwrap_or("none yet")
+        );
+        out += &line;
+    }
     match &s.last_rejected {
         Some((at, status, reason)) => {
             out += &format!(

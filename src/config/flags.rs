@@ -116,7 +116,7 @@ pub const LISTEN: Flag = flag(
     "listen",
     "ADDR",
     Some("127.0.0.1:8080"),
-    "webhook listen address (IP:PORT)",
+    "webhook listen address (IP:PORT), or off (a store box fed by --mqtt-source only)",
 );
 pub const PATH: Flag = flag("path", "PATH", Some("/douyin/webhook"), "webhook URL path");
 pub const MAX_BODY: Flag = flag(
@@ -230,6 +230,56 @@ pub const DOUYIN_CA: Flag = flag(
     None,
     "catch-up: an extra CA certificate (PEM) to trust, for a test or private endpoint",
 );
+// The fleet (SPEC §12): one MQTT broker for headquarters and the store boxes.
+pub const MQTT: Flag = flag(
+    "mqtt",
+    "URL",
+    None,
+    "publish each applied message to this broker, mqtt://HOST[:PORT] or mqtts:// (TLS), \
+     QoS 1 through the outbox, on PREFIX/event/{client_key}/{account_id}",
+);
+pub const MQTT_FORWARD: Flag = flag(
+    "mqtt-forward",
+    "",
+    None,
+    "on a relay: also publish every signed push that came over HTTP to \
+     PREFIX/push/{client_key}/{account_id}, for the store boxes (needs --mqtt)",
+);
+pub const MQTT_SOURCE: Flag = flag(
+    "mqtt-source",
+    "URL",
+    None,
+    "on a store box: take the pushes a relay forwarded from this broker, \
+     mqtt[s]://HOST[:PORT] (persistent session, acknowledged after the commit)",
+);
+pub const MQTT_ACCOUNTS: Flag = flag(
+    "mqtt-accounts",
+    "IDS",
+    Some("+"),
+    "merchant accounts whose pushes --mqtt-source takes, ID[,ID] (+: every account)",
+);
+pub const MQTT_TOPIC: Flag = flag("mqtt-topic", "PREFIX", Some("coupond"), "MQTT topic prefix");
+pub const MQTT_CLIENT_ID: Flag = flag(
+    "mqtt-client-id",
+    "ID",
+    None,
+    "MQTT client id, stable across restarts (the connections add -pub and -sub) \
+     [default: coupond- and the start of /etc/machine-id]",
+);
+pub const MQTT_CA: Flag = flag(
+    "mqtt-ca",
+    "FILE",
+    None,
+    "extra CA certificate(s), PEM, to trust for an mqtts:// broker (besides the built-in \
+     web-PKI roots)",
+);
+pub const MQTT_USERNAME: Flag = flag("mqtt-username", "NAME", None, "MQTT user name");
+pub const MQTT_PASSWORD_FILE: Flag = flag(
+    "mqtt-password-file",
+    "FILE",
+    None,
+    "file holding the MQTT password (its first line); never a flag",
+);
 
 // `coupond send`.
 pub const URL: Flag = flag(
@@ -297,6 +347,15 @@ const SERVE_FLAGS: &[&Flag] = &[
     &RECONCILE_EVERY,
     &DOUYIN_API,
     &DOUYIN_CA,
+    &MQTT,
+    &MQTT_FORWARD,
+    &MQTT_SOURCE,
+    &MQTT_ACCOUNTS,
+    &MQTT_TOPIC,
+    &MQTT_CLIENT_ID,
+    &MQTT_CA,
+    &MQTT_USERNAME,
+    &MQTT_PASSWORD_FILE,
     &LOG_LEVEL,
 ];
 

@@ -7,20 +7,24 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
-use super::flags::{self as f, Args};
+use super::flags::{self as f, Args, Flag};
 use super::secrets::load_secrets;
 use super::ConfigError;
 use crate::coupon::Action;
 use crate::douyin::ApiUrl;
 use crate::intake::Apps;
+use crate::mqtt::{self, Broker};
+use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
 use crate::sinks::{Outputs, Receipts, SinkKind};
+use crate::sources::mqtt::Subscriber;
 use crate::url::Url;
 
 /// `coupond serve`, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub listen: SocketAddr,
+    /// `None`: `--listen off`, a store box that only takes pushes from MQTT.
+    pub listen: Option<SocketAddr>,
     pub path: String,
     pub db: PathBuf,
     pub apps: Apps,
@@ -35,6 +39,8 @@ pub struct ServeConfig {
     pub keep_days: Option<u32>,
     /// `--account-id` given: catch-up from Douyin (SPEC §11).
     pub catchup: Option<CatchupConfig>,
+    /// `--mqtt-source`.
+    pub mqtt_source: Option<Subscriber>,
 }
 
 /// Catch-up's settings, validated. The token is asked for the first `--client-key`
@@ -95,13 +101,37 @@ impl ServeConfig {
     /// Everything but the secrets (`apps.secrets` is empty): `coupond check` loads
     /// those on their own, to report them on their own line.
     pub fn without_secrets(args: &Args) -> Result<Self, ConfigError> {
-        let listen = args.value(&f::LISTEN, parse_addr)?;
+        let listen = args.value(&f::LISTEN, |v| match v {
+            "off" => Ok(None),
+            _ => parse_addr(v).map(Some),
+        })?;
         let display_listen = args.optional(&f::DISPLAY_LISTEN, parse_addr)?;
-        if display_listen.is_some_and(|d| d.port() != 0 && d == listen) {
+        if display_listen.is_some_and(|d| d.port() != 0 && Some(d) == listen) {
             return Err(ConfigError(
                 "--display-listen must differ from --listen: the webhook port is reachable \
                  through the tunnel, the display must not be"
                     .into(),
+            ));
+        }
+        let mqtt = broker(args, &f::MQTT)?;
+        let forward = args
+            .optional(&f::MQTT_FORWARD, parse_on_off)?
+            .unwrap_or(false);
+        if forward && mqtt.is_none() {
+            return Err(ConfigError(
+                "--mqtt-forward publishes to the --mqtt broker: set --mqtt too".into(),
+            ));
+        }
+        let mqtt_source = match broker(args, &f::MQTT_SOURCE)? {
+            Some(broker) => Some(Subscriber {
+                broker,
+                accounts: args.value(&f::MQTT_ACCOUNTS, parse_accounts)?,
+            }),
+            None => None,
+        };
+        if listen.is_none() && mqtt_source.is_none() {
+            return Err(ConfigError(
+                "--listen off leaves no way in: set --mqtt-source, or a --listen address".into(),
             ));
         }
         Ok(ServeConfig {
@@ -119,12 +149,14 @@ impl ServeConfig {
                 display: display_listen.is_some(),
                 exec: args.optional(&f::EXEC, parse_command)?,
                 exec_timeout: Duration::from_secs(args.value(&f::EXEC_TIMEOUT, parse_positive)?),
+                mqtt: mqtt.map(|broker| Publisher { broker, forward }),
             },
             display_listen,
             print_actions: args.value(&f::PRINT_ACTIONS, parse_actions)?,
             output_attempts: args.value(&f::OUTPUT_ATTEMPTS, parse_positive)? as i64,
             keep_days: Some(args.value(&f::KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
             catchup: CatchupConfig::from_args(args)?,
+            mqtt_source,
         })
     }
 }
@@ -158,6 +190,101 @@ fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
         printer_status: args.value(&f::PRINTER_STATUS, PrinterStatus::parse)?,
         serial_baud: args.optional(&f::SERIAL_BAUD, parse_baud)?,
     })
+}
+
+/// A broker from `url` and the shared MQTT settings; the password is read here, once.
+fn broker(args: &Args, url: &Flag) -> Result<Option<Broker>, ConfigError> {
+    let Some((host, port, tls)) = args.optional(url, mqtt::parse_url)? else {
+        return Ok(None);
+    };
+    let ca = args.text(&f::MQTT_CA).map(PathBuf::from);
+    let tls = match (tls, ca) {
+        (true, ca) => Some(
+            crate::tls::client_config(ca.as_deref())
+                .map_err(|e| ConfigError(format!("--mqtt-ca: {e}")))?,
+        ),
+        (false, Some(_)) => {
+            return Err(ConfigError(format!(
+                "--mqtt-ca is for mqtts:// brokers, and --{} is plain mqtt://",
+                url.name
+            )))
+        }
+        (false, None) => None,
+    };
+    let client_id = match args.optional(&f::MQTT_CLIENT_ID, parse_client_id)? {
+        Some(id) => id,
+        None => {
+            let path = "/etc/machine-id";
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            mqtt::default_client_id(&text).ok_or_else(|| {
+                ConfigError(format!(
+                    "no usable {path} for the MQTT client id: set --mqtt-client-id \
+                     (one stable id per box)"
+                ))
+            })?
+        }
+    };
+    let password = match args.text(&f::MQTT_PASSWORD_FILE) {
+        Some(path) => Some(read_password(&path)?),
+        None => None,
+    };
+    Ok(Some(Broker {
+        host,
+        port,
+        client_id,
+        username: args.text(&f::MQTT_USERNAME).filter(|u| !u.is_empty()),
+        password,
+        prefix: args.value(&f::MQTT_TOPIC, parse_topic_prefix)?,
+        tls,
+    }))
+}
+
+fn read_password(path: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read --mqtt-password-file {path}: {e}")))?;
+    let line = text
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .next()
+        .unwrap_or("");
+    let password = line.trim_end_matches('\r');
+    if password.is_empty() {
+        return Err(ConfigError(format!(
+            "--mqtt-password-file {path} is empty: put the password on its first line"
+        )));
+    }
+    Ok(password.to_string())
+}
+
+fn parse_client_id(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.len() > 100 || !v.chars().all(|c| c.is_ascii_graphic()) {
+        Err("want a stable id of printable ASCII characters, such as coupond-store-12".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn parse_topic_prefix(v: &str) -> Result<String, String> {
+    let v = v.trim_end_matches('/');
+    if v.is_empty() || v.contains(['+', '#', '\0']) || v.starts_with('/') {
+        Err("want a topic prefix without wildcards, such as coupond or chain/coupond".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+/// `+` or account ids, comma separated.
+fn parse_accounts(v: &str) -> Result<Vec<String>, String> {
+    const WANT: &str = "want + (every account) or account ids, ID[,ID]";
+    let ids = comma_list(v, WANT)?;
+    if ids
+        .iter()
+        .any(|a| a != "+" && mqtt::level(Some(a)) != a.as_str())
+    {
+        Err(WANT.into())
+    } else {
+        Ok(ids)
+    }
 }
 
 /// `coupond reprint`, validated.
@@ -408,6 +535,14 @@ pub fn parse_actions(v: &str) -> Result<Vec<Action>, String> {
     Ok(actions)
 }
 
+fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err("want on or off".into()),
+    }
+}
+
 fn parse_positive(v: &str) -> Result<u64, String> {
     match v.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
@@ -467,7 +602,7 @@ mod tests {
         };
         let a = args(&SERVE, &["--path=/hook", "--client-key", "k1,k2"], &env).unwrap();
         let c = ServeConfig::from_args(&a, &env).unwrap();
-        assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.listen.unwrap().to_string(), "0.0.0.0:9000");
         assert_eq!(c.path, "/hook");
         assert_eq!(c.apps.client_keys, ["k1", "k2"]);
         assert_eq!(c.apps.secrets, ["s"]);
@@ -510,7 +645,7 @@ mod tests {
         let c = ServeConfig::from_args(&a, &env).unwrap();
         assert_eq!(c.db, PathBuf::from("/from/flag.db"));
         assert_eq!(c.path, "/from-env");
-        assert_eq!(c.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.listen.unwrap().to_string(), "127.0.0.1:7000");
         assert_eq!(c.apps.client_keys, ["app"]);
         assert_eq!(c.keep_days, Some(90));
         std::fs::write(&file, "COUPOND_PRINTR=/dev/usb/lp0\n").unwrap();
@@ -645,6 +780,82 @@ mod tests {
                 "--display-listen must differ",
             ),
             (&["--exec-timeout", "0"][..], "invalid --exec-timeout"),
+        ] {
+            let e = serve(argv).expect_err(&format!("{argv:?}")).0;
+            assert!(e.contains(want), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn mqtt_settings() {
+        let secret = |k: &str| (k == "COUPOND_CLIENT_SECRET").then(|| "s".to_string());
+        let serve = |argv: &[&str]| {
+            let mut all = vec!["--client-key", "k", "--mqtt-client-id", "box-1"];
+            all.extend_from_slice(argv);
+            args(&SERVE, &all, &secret).and_then(|a| ServeConfig::from_args(&a, &secret))
+        };
+        let c = serve(&[]).unwrap();
+        assert!(c.outputs.mqtt.is_none() && c.mqtt_source.is_none());
+        let dir = std::env::temp_dir().join(format!("coupond-mqtt-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "\u{feff}s3cret\r\nignored\n").unwrap();
+        let c = serve(&[
+            "--mqtt",
+            "mqtt://hq:1884",
+            "--mqtt-forward",
+            "--mqtt-source",
+            "mqtt://hq",
+            "--mqtt-accounts",
+            "1234, 5678",
+            "--mqtt-username",
+            "store-7",
+            "--mqtt-password-file",
+            pw.to_str().unwrap(),
+            "--listen",
+            "off",
+        ])
+        .unwrap();
+        let p = c.outputs.mqtt.unwrap();
+        assert!(p.forward);
+        assert_eq!(
+            (p.broker.port, p.broker.password.as_deref()),
+            (1884, Some("s3cret"))
+        );
+        assert_eq!(p.broker.prefix, "coupond");
+        let s = c.mqtt_source.unwrap();
+        assert_eq!(s.accounts, ["1234", "5678"]);
+        assert_eq!(c.listen, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        for (argv, want) in [
+            (&["--mqtt-forward"][..], "set --mqtt too"),
+            (&["--mqtt", "tcp://hq"][..], "invalid --mqtt"),
+            (
+                &["--mqtt", "mqtt://hq", "--mqtt-ca", "/x.pem"][..],
+                "--mqtt-ca is for mqtts://",
+            ),
+            (
+                &["--mqtt", "mqtts://hq", "--mqtt-ca", "/nonexistent.pem"][..],
+                "--mqtt-ca: cannot read",
+            ),
+            (
+                &["--mqtt", "mqtt://hq", "--mqtt-topic", "a/#"][..],
+                "invalid --mqtt-topic",
+            ),
+            (
+                &["--mqtt-source", "mqtt://hq", "--mqtt-accounts", "a/b"][..],
+                "invalid --mqtt-accounts",
+            ),
+            (
+                &[
+                    "--mqtt",
+                    "mqtt://hq",
+                    "--mqtt-password-file",
+                    "/nonexistent/pw",
+                ][..],
+                "cannot read --mqtt-password-file",
+            ),
+            (&["--listen", "off"][..], "--listen off leaves no way in"),
         ] {
             let e = serve(argv).expect_err(&format!("{argv:?}")).0;
             assert!(e.contains(want), "{argv:?}: {e}");

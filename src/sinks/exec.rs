@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
 use crate::sanitize;
-use crate::store::JobEvent;
+use crate::store::{Job, JobEvent};
 
 /// How much of a hook's output (stdout and stderr together) is kept.
 pub const OUTPUT_KEPT: usize = 4096;
@@ -77,10 +77,11 @@ pub struct HookPayload<'a> {
 }
 
 impl<'a> HookPayload<'a> {
-    pub fn of(output_id: i64, reprint: bool, e: &'a JobEvent) -> HookPayload<'a> {
-        HookPayload {
-            output_id,
-            reprint,
+    pub fn of(job: &'a Job) -> Result<HookPayload<'a>, String> {
+        let e = job.coupon()?;
+        Ok(HookPayload {
+            output_id: job.id,
+            reprint: job.reprint,
             message_id: e.message_id,
             action: e.action.as_str(),
             certificate_id: &e.certificate_id,
@@ -93,7 +94,7 @@ impl<'a> HookPayload<'a> {
             received_at: &e.received_at,
             body: &e.body,
             source: e.source.as_str(),
-        }
+        })
     }
 }
 
@@ -104,14 +105,14 @@ impl Exec {
         self.timeout + DRAIN + Duration::from_secs(1)
     }
 
-    pub async fn run(&self, output_id: i64, reprint: bool, e: &JobEvent) -> Result<(), String> {
-        let payload = serde_json::to_vec(&HookPayload::of(output_id, reprint, e))
-            .map_err(|e| e.to_string())?;
+    pub async fn run(&self, job: &Job) -> Result<(), String> {
+        let payload = serde_json::to_vec(&HookPayload::of(job)?).map_err(|e| e.to_string())?;
+        let event = job.coupon()?;
         let mut child = Command::new("/bin/sh")
             .arg("-c")
             .arg(&self.command)
             .env_clear()
-            .envs(environment(e, |k| std::env::var_os(k)))
+            .envs(environment(event, |k| std::env::var_os(k)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -162,7 +163,7 @@ impl Exec {
         };
         if status.success() {
             if output.total > 0 {
-                log::debug!("exec: output {output_id}: {}", output.summary());
+                log::debug!("exec: output {}: {}", job.id, output.summary());
             }
             return Ok(());
         }
@@ -318,33 +319,58 @@ impl Tail {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::coupon::Action;
+    use crate::intake::Outcome;
+    use crate::store::{Origin, Source};
+
+    /// The README's example job: an applied verify pushed over HTTP.
+    pub(crate) fn sample_job() -> Job {
+        let body = "{}".to_string();
+        Job {
+            print_test: false,
+            id: 7,
+            attempts: 0,
+            reprint: false,
+            event: Some(JobEvent {
+                message_id: 12,
+                action: Action::Verify,
+                certificate_id: "456".into(),
+                order_id: Some("123".into()),
+                code: Some("ABCD12345678".into()),
+                account_id: Some("1234".into()),
+                client_key: Some("your-app-id".into()),
+                msg_time: 1665991178,
+                log_id: Some("2022101019".into()),
+                received_at: "2026-11-25T16:48:43.438Z".into(),
+                body: body.clone(),
+                source: Source::Push,
+            }),
+            origin: Origin {
+                message_id: 12,
+                source: Source::Push,
+                outcome: Outcome::Applied,
+                client_key: Some("your-app-id".into()),
+                account_id: Some("1234".into()),
+                msg_id: Some("m-1".into()),
+                signature: Some("ab12".into()),
+                body,
+            },
+        }
+    }
 
     #[test]
     fn the_hook_payload_is_pinned() {
-        let mut event = JobEvent {
-            message_id: 12,
-            action: Action::Verify,
-            certificate_id: "456".into(),
-            order_id: Some("123".into()),
-            code: Some("ABCD12345678".into()),
-            account_id: Some("1234".into()),
-            client_key: Some("your-app-id".into()),
-            msg_time: 1665991178,
-            log_id: Some("2022101019".into()),
-            received_at: "2026-11-25T16:48:43.438Z".into(),
-            body: "{}".into(),
-            source: crate::store::Source::Push,
-        };
-        let json = serde_json::to_string(&HookPayload::of(7, false, &event)).unwrap();
+        let job = sample_job();
+        let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert_eq!(
             json,
             r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push"}"#
         );
-        event.code = None;
-        let json = serde_json::to_string(&HookPayload::of(7, false, &event)).unwrap();
+        let mut job = job;
+        job.event.as_mut().unwrap().code = None;
+        let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
     }
 

@@ -8,13 +8,14 @@
 
 pub mod display;
 pub mod exec;
+pub mod mqtt;
 pub mod printer;
 pub mod receipt;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{Job, JobEvent, Work};
+use crate::store::{Job, JobEvent};
 use crate::time;
 
 /// The kinds of output, in the order the daemon builds them.
@@ -25,14 +26,17 @@ pub enum SinkKind {
     Exec,
     /// No printer, display or hook configured: one log line per applied message.
     Log,
+    /// `--mqtt`: events to headquarters and, with `--mqtt-forward`, pushes to the boxes.
+    Mqtt,
 }
 
 impl SinkKind {
-    pub const ALL: [SinkKind; 4] = [
+    pub const ALL: [SinkKind; 5] = [
         SinkKind::Printer,
         SinkKind::Display,
         SinkKind::Exec,
         SinkKind::Log,
+        SinkKind::Mqtt,
     ];
 
     /// The `outputs.sink` word.
@@ -42,6 +46,7 @@ impl SinkKind {
             SinkKind::Display => "display",
             SinkKind::Exec => "exec",
             SinkKind::Log => "log",
+            SinkKind::Mqtt => "mqtt",
         }
     }
 
@@ -56,11 +61,13 @@ impl SinkKind {
             SinkKind::Display => "--display-listen",
             SinkKind::Exec => "--exec",
             SinkKind::Log => "no output flag",
+            SinkKind::Mqtt => "--mqtt",
         }
     }
 
-    /// The sinks a configuration has: printer, display, exec, or the log when there is
-    /// none of those.
+    /// The store's own sinks a configuration has: printer, display, exec, or the log
+    /// when there is none of those. (MQTT is beside them: it tells headquarters, not
+    /// the store, and does not follow `--print-actions`; see [`Outputs::kinds`].)
     pub fn configured(printer: bool, display: bool, exec: bool) -> Vec<SinkKind> {
         let kinds: Vec<SinkKind> = [
             (printer, SinkKind::Printer),
@@ -113,15 +120,22 @@ pub struct Outputs {
     pub display: bool,
     pub exec: Option<String>,
     pub exec_timeout: Duration,
+    /// `--mqtt` and what it publishes.
+    pub mqtt: Option<mqtt::Publisher>,
 }
 
 impl Outputs {
+    /// Every configured sink: the store's own, then MQTT.
     pub fn kinds(&self) -> Vec<SinkKind> {
-        SinkKind::configured(
+        let mut kinds = SinkKind::configured(
             self.receipts.printer.is_some(),
             self.display,
             self.exec.is_some(),
-        )
+        );
+        if self.mqtt.is_some() {
+            kinds.push(SinkKind::Mqtt);
+        }
+        kinds
     }
 
     /// The configured sinks, in [`SinkKind`] order. `feed` is the display's, present
@@ -143,6 +157,7 @@ impl Outputs {
                         timeout: self.exec_timeout,
                     }),
                     SinkKind::Log => Sink::Log,
+                    SinkKind::Mqtt => Sink::Mqtt(Box::new(mqtt::MqttSink::new(self.mqtt.clone()?))),
                 })
             })
             .map(Arc::new)
@@ -166,6 +181,8 @@ pub enum Sink {
     Exec(exec::Exec),
     /// No printer, display or hook configured: one log line per applied message.
     Log,
+    /// `--mqtt`: publishes to the broker, done on its PUBACK.
+    Mqtt(Box<mqtt::MqttSink>),
 }
 
 impl Sink {
@@ -175,6 +192,7 @@ impl Sink {
             Sink::Display(_) => SinkKind::Display,
             Sink::Exec(_) => SinkKind::Exec,
             Sink::Log => SinkKind::Log,
+            Sink::Mqtt(_) => SinkKind::Mqtt,
         }
     }
 
@@ -183,7 +201,9 @@ impl Sink {
     pub fn batch(&self) -> usize {
         match self {
             Sink::Printer { .. } | Sink::Exec(_) => 1,
-            Sink::Display(_) | Sink::Log => 64,
+            // Each publish waits for its PUBACK; many per round make a backlog after an
+            // outage cost a handful of commits, and a repeat is harmless (at least once).
+            Sink::Display(_) | Sink::Log | Sink::Mqtt(_) => 64,
         }
     }
 
@@ -192,14 +212,30 @@ impl Sink {
             Sink::Printer { .. } => printer::TIME_LIMIT,
             Sink::Exec(e) => e.time_limit(),
             Sink::Display(_) | Sink::Log => Duration::from_secs(1),
+            Sink::Mqtt(_) => mqtt::TIME_LIMIT,
         }
     }
 
+    /// The wait before retry number `attempt`. MQTT's own attempt already waited for
+    /// the connection (which reconnects with its own backoff), so it goes again soon:
+    /// a backlog moves within moments of the broker's return.
+    pub fn retry_wait(&self, attempt: i64) -> Duration {
+        match self {
+            Sink::Mqtt(_) => Duration::from_secs(1),
+            _ => crate::outbox::backoff(attempt),
+        }
+    }
+
+    /// Whether a failed job is retried without limit: a broker outage of any length is
+    /// not a bad message (SPEC §12), so `--output-attempts` does not apply.
+    pub fn retries_forever(&self) -> bool {
+        matches!(self, Sink::Mqtt(_))
+    }
+
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        let event = match &job.work {
-            Work::Coupon(e) => e,
-            Work::PrintTest => return self.print_test().await,
-        };
+        if job.print_test {
+            return self.print_test().await;
+        }
         match self {
             Sink::Printer {
                 printer,
@@ -207,6 +243,7 @@ impl Sink {
                 columns,
                 display,
             } => {
+                let event = job.coupon()?;
                 let lines =
                     receipt::lines(event, job.reprint, time::now_secs(), store_name.as_deref());
                 let sent = printer.send(receipt::escpos(&lines, *columns)).await;
@@ -218,14 +255,15 @@ impl Sink {
                 Ok(())
             }
             Sink::Display(feed) => {
-                feed.upsert(display::Entry::from_event(event, job.reprint));
+                feed.upsert(display::Entry::from_event(job.coupon()?, job.reprint));
                 Ok(())
             }
-            Sink::Exec(e) => e.run(job.id, job.reprint, event).await,
+            Sink::Exec(e) => e.run(job).await,
             Sink::Log => {
-                log::info!("{}", describe(event, job.reprint));
+                log::info!("{}", describe(job.coupon()?, job.reprint));
                 Ok(())
             }
+            Sink::Mqtt(m) => m.deliver(job).await,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod escpos;
 pub mod fake_douyin;
+pub mod mosquitto;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -165,6 +166,11 @@ impl Daemon {
                     let addr = rest.split('/').next().unwrap_or("").to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
+                    }
+                } else if line.contains("(--listen off)") {
+                    // A store box without a webhook port: started, nothing to address.
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send("0.0.0.0:0".to_string());
                     }
                 }
                 sink.lock().unwrap().push(line);
