@@ -323,9 +323,12 @@ fn a_hook_that_floods_stderr_and_forks_is_killed_with_its_process_group_at_the_t
 
     let peak = peak_rss(&d);
     let grew = peak.saturating_sub(before);
-    assert!(grew < 16 << 20, "peak RSS grew by {grew} bytes");
-    if std::env::var_os("COUPOND_TEST_RUNNER").is_none() {
-        // Under qemu-user the emulator's own memory counts too.
+    // Under qemu-user the emulator's own memory counts too: its translation of the code
+    // the flood runs through grew it by 19 MB on aarch64. A hook's output kept whole
+    // would still be far more than 32 MB.
+    let growth_budget = if emulated() { 32 << 20 } else { 16 << 20 };
+    assert!(grew < growth_budget, "peak RSS grew by {grew} bytes");
+    if !emulated() {
         assert!(peak < 32 << 20, "peak RSS {peak} bytes");
     }
     let longest = d.log_text().lines().map(str::len).max().unwrap_or(0);
