@@ -1,5 +1,6 @@
-//! A client for exactly two calls of Douyin Open Platform (SPEC §11): the *stable* client
-//! token and the verify-record query. Catch-up (`catchup`) drives it.
+//! A client for the calls coupond makes to Douyin Open Platform: the *stable* client
+//! token and the verify-record query (SPEC §11, driven by catch-up), and the
+//! certificate query (SPEC §13, driven by the details lookup).
 //!
 //! - HTTP/1.1 with hyper's client over TCP, or over TLS with [`crate::tls`]'s one
 //!   configuration; one connection is kept between calls, so a sweep of many pages pays
@@ -27,6 +28,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use crate::details;
 use crate::wire::{integer, text};
 
 /// The longest one call may take, connection included.
@@ -38,6 +40,7 @@ pub const PAGE_SIZE: usize = 20;
 
 const TOKEN_PATH: &str = "/oauth/stable_client_token/";
 const QUERY_PATH: &str = "/goodlife/v1/fulfilment/certificate/verify_record/query/";
+const CERTIFICATE_PATH: &str = "/goodlife/v1/fulfilment/certificate/query/";
 /// `error_code`s that mean "the access token is invalid or expired".
 const TOKEN_INVALID: [i64; 2] = [28_001_003, 28_001_008];
 
@@ -247,6 +250,16 @@ pub fn parse_token(body: &[u8]) -> Result<Token, ApiError> {
     })
 }
 
+/// Parses a `certificate/query` answer: the coupon `certificate_id`'s details, or
+/// [`details::Answer::Absent`] when the (well-formed) answer does not hold it.
+pub fn parse_certificates(
+    body: &[u8],
+    certificate_id: &str,
+    fetched_at: &str,
+) -> Result<details::Answer, ApiError> {
+    details::from_answer(&data(body)?, certificate_id, fetched_at).map_err(ApiError::Garbage)
+}
+
 /// Parses one page of the verify-record query (`records`, else `records_v2`).
 pub fn parse_page(body: &[u8]) -> Result<Page, ApiError> {
     let data = data(body)?;
@@ -330,6 +343,26 @@ impl Client {
             .call("GET", path, Some(&token.access_token), String::new())
             .await?;
         parse_page(&answer)
+    }
+
+    /// `GET /goodlife/v1/fulfilment/certificate/query/` for `order_id`: the details of
+    /// the order's coupon `certificate_id`.
+    pub async fn certificate(
+        &mut self,
+        token: &Token,
+        order_id: &str,
+        account_id: &str,
+        certificate_id: &str,
+    ) -> Result<details::Answer, ApiError> {
+        let path = format!(
+            "{CERTIFICATE_PATH}?order_id={}&account_id={}",
+            encode(order_id),
+            encode(account_id)
+        );
+        let answer = self
+            .call("GET", path, Some(&token.access_token), String::new())
+            .await?;
+        parse_certificates(&answer, certificate_id, &crate::time::now_rfc3339())
     }
 
     /// One request within [`CALL_TIMEOUT`]; on a kept connection that turns out closed,
@@ -559,6 +592,39 @@ mod tests {
         assert_eq!(parse_page(v2).unwrap().records[0].verify_id, "v");
         let empty = br#"{"data":{"records":null,"total":0,"error_code":0,"description":""}}"#;
         assert!(parse_page(empty).unwrap().records.is_empty());
+    }
+
+    #[test]
+    fn certificate_answers_go_through_the_envelope() {
+        let ok = br#"{"data":{"certificates":[{"certificate_id":"c1","amount":{"pay_amount":9900},
+            "sku":{"title":"T"},"verify":{"poi_id":7100000000000000123}}],"error_code":0,
+            "description":""},"extra":{"logid":"L"}}"#;
+        match parse_certificates(ok, "c1", "now").unwrap() {
+            details::Answer::Found(d) => {
+                assert_eq!(d.poi_id.as_deref(), Some("7100000000000000123"));
+                assert_eq!(d.pay_amount, Some(9900));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse_certificates(ok, "c2", "now").unwrap(),
+            details::Answer::Absent
+        );
+        let refused = br#"{"data":{"error_code":2119001,"description":"no permission"}}"#;
+        assert!(matches!(
+            parse_certificates(refused, "c1", "now"),
+            Err(ApiError::Douyin { code: 2119001, .. })
+        ));
+        let expired = br#"{"data":{"error_code":28001003,"description":"invalid"}}"#;
+        assert!(parse_certificates(expired, "c1", "now")
+            .unwrap_err()
+            .token_invalid());
+        for garbage in [&b"<html>"[..], br#"{"data":{"certificates":7}}"#] {
+            assert!(matches!(
+                parse_certificates(garbage, "c1", "now"),
+                Err(ApiError::Garbage(_))
+            ));
+        }
     }
 
     #[test]

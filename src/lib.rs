@@ -36,6 +36,7 @@ pub mod commands;
 pub mod config;
 pub mod conns;
 pub mod coupon;
+pub mod details;
 pub mod douyin;
 pub mod fuzzing;
 pub mod intake;
