@@ -26,6 +26,9 @@ use crate::intake::{Intake, Kind, Message, Outcome};
 use crate::sinks::SinkKind;
 use crate::time;
 
+mod details;
+pub use details::{DetailsCounts, Lookup, LookupEnd};
+
 /// Unsigned requests kept in `rejected`; older rows are dropped.
 pub const REJECTED_KEEP: i64 = 1000;
 /// Bytes of an unsigned body kept in `rejected` (real Douyin bodies are under 1 KiB).
@@ -172,6 +175,37 @@ CREATE TABLE links (
     detail  TEXT               -- the broker, or why the last connection failed
 );
 "#,
+    r#"
+-- What was bought (SPEC §13): a coupon's details, a row only once they are known, and
+-- the lookups that fetch them from Douyin's certificate/query (one per coupon; a row
+-- is deleted when its details are stored).
+CREATE TABLE details (
+    certificate_id         TEXT PRIMARY KEY,
+    title                  TEXT,
+    sku_id                 TEXT,
+    pay_amount             INTEGER,  -- fen
+    original_amount        INTEGER,
+    coupon_pay_amount      INTEGER,
+    merchant_ticket_amount INTEGER,
+    poi_id                 TEXT,     -- digit for digit
+    verify_id              TEXT,
+    origin                 TEXT NOT NULL CHECK (origin IN ('query','record')),
+    fetched_at             TEXT NOT NULL
+);
+CREATE TABLE lookups (
+    certificate_id TEXT PRIMARY KEY,
+    order_id       TEXT NOT NULL,
+    account_id     TEXT,
+    -- pending: to ask (again) at next_at; absent: Douyin's answer lacks the coupon
+    -- (final); failed: no answer in 24 hours of retries.
+    state          TEXT NOT NULL CHECK (state IN ('pending','absent','failed')),
+    created_at     TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    next_at        TEXT NOT NULL,
+    last_error     TEXT
+);
+CREATE INDEX lookups_due ON lookups (next_at) WHERE state = 'pending';
+"#,
 ];
 
 pub type Result<T> = rusqlite::Result<T>;
@@ -190,6 +224,9 @@ pub struct OutputPlan {
     /// `--mqtt-forward`: every new signed message that came over HTTP, whatever its
     /// outcome.
     pub mqtt_forward: bool,
+    /// `--details on`: an applied message's coupon gets its details (SPEC §13), from a
+    /// recovered record that carries them or by a lookup queued with the message.
+    pub details: bool,
 }
 
 impl OutputPlan {
@@ -299,6 +336,11 @@ pub struct Job {
     pub event: Option<JobEvent>,
     /// The message as it came, for the sinks that pass it on (MQTT).
     pub origin: Origin,
+    /// While its coupon's details are being looked up (and none are known): when the
+    /// job was queued (Unix ms). The outbox holds it until the details come or
+    /// `--details-wait` has passed since then; being in the database, the rule holds
+    /// across a restart.
+    pub awaiting_details: Option<i64>,
 }
 
 impl Job {
@@ -354,6 +396,8 @@ pub struct JobEvent {
     pub body: String,
     /// A push, or a coupon recovered by catch-up (marked 补录).
     pub source: Source,
+    /// What was bought, when known by the time the job is delivered (SPEC §13).
+    pub details: Option<crate::details::Details>,
 }
 
 impl JobEvent {
@@ -634,6 +678,7 @@ impl Store {
                     received_at: r.get(12)?,
                     body: origin.body.clone(),
                     source: origin.source,
+                    details: None,
                 }),
                 _ => None,
             };
@@ -644,9 +689,12 @@ impl Store {
                 print_test,
                 event,
                 origin,
+                awaiting_details: None,
             })
         })?;
-        rows.collect()
+        let mut jobs = rows.collect::<Result<Vec<_>>>()?;
+        self.add_details(&mut jobs)?;
+        Ok(jobs)
     }
 
     /// Records a `coupond print-test` request (a test message about no coupon) and
@@ -1256,6 +1304,9 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
     };
     let message_id = insert_message(tx, a, msg, outcome, error, &sha1)?;
     let mut outputs = 0;
+    if let (Outcome::Applied, Some(c), true) = (outcome, cert, plan.details && !msg.test) {
+        details::after_applied(tx, a, c)?;
+    }
     if let (Outcome::Applied, Some(c)) = (outcome, cert) {
         for sink in plan.sinks_for(c.action) {
             insert_output(tx, message_id, *sink, &a.received_at, false)?;
@@ -1474,6 +1525,12 @@ sql_word!(Status, "status", Status::as_str, Status::parse);
 sql_word!(Outcome, "outcome", Outcome::as_str, Outcome::parse);
 sql_word!(SinkKind, "sink", SinkKind::name, SinkKind::parse);
 sql_word!(Source, "source", Source::as_str, Source::parse);
+sql_word!(
+    crate::details::DetailsOrigin,
+    "details origin",
+    crate::details::DetailsOrigin::as_str,
+    crate::details::DetailsOrigin::parse
+);
 
 #[cfg(test)]
 mod tests {
@@ -1561,6 +1618,7 @@ mod tests {
             actions: Action::ALL.to_vec(),
             mqtt_events: false,
             mqtt_forward: true,
+            details: false,
         };
         let events = OutputPlan {
             mqtt_events: true,

@@ -258,6 +258,7 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         actions: cfg.print_actions.clone(),
         mqtt_events: cfg.outputs.mqtt.is_some(),
         mqtt_forward: cfg.outputs.mqtt.as_ref().is_some_and(|p| p.forward),
+        details: cfg.catchup.as_ref().is_some_and(|c| c.details.is_some()),
     };
     match reverify::pass(&mut store, &cfg.apps, &plan) {
         Ok(r) if r.recovered > 0 => {

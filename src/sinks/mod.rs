@@ -99,6 +99,8 @@ pub struct Receipts {
     pub store_name: Option<String>,
     pub printer_status: printer::PrinterStatus,
     pub serial_baud: Option<u32>,
+    /// `--poi-names`: the store's name for a Douyin POI id, printed as 门店 NAME.
+    pub poi_names: Vec<(String, String)>,
 }
 
 impl Receipts {
@@ -148,6 +150,7 @@ impl Outputs {
                     SinkKind::Printer => Sink::Printer {
                         printer: self.receipts.printer()?,
                         store_name: self.receipts.store_name.clone(),
+                        poi_names: self.receipts.poi_names.clone(),
                         columns: self.receipts.paper_columns,
                         display: feed.clone(),
                     },
@@ -171,6 +174,7 @@ pub enum Sink {
     Printer {
         printer: printer::Printer,
         store_name: Option<String>,
+        poi_names: Vec<(String, String)>,
         columns: usize,
         /// The display, to show printer trouble on, when there is one.
         display: Option<Arc<display::Feed>>,
@@ -240,12 +244,18 @@ impl Sink {
             Sink::Printer {
                 printer,
                 store_name,
+                poi_names,
                 columns,
                 display,
             } => {
                 let event = job.coupon()?;
-                let lines =
-                    receipt::lines(event, job.reprint, time::now_secs(), store_name.as_deref());
+                let lines = receipt::lines(
+                    event,
+                    job.reprint,
+                    time::now_secs(),
+                    store_name.as_deref(),
+                    poi_names,
+                );
                 let sent = printer.send(receipt::escpos(&lines, *columns)).await;
                 if let Some(feed) = display {
                     feed.printer(sent.as_ref().err().map(String::as_str));

@@ -1,0 +1,229 @@
+//! The `details` and `lookups` tables (SPEC §13): what was bought with each coupon, and
+//! the queries still to make for it.
+//!
+//! A lookup is queued in the transaction that applies a coupon's message (never for a
+//! test push, nor without an `order_id`, nor when the details are known); a recovered
+//! record that carries `amount` and `sku` gives the details there and then. The lookup
+//! task (`crate::lookup`) takes the due lookups, asks Douyin and ends each one here:
+//! details stored (the lookup row goes), Douyin's answer lacks the coupon (final),
+//! or a failure to retry at a later time or, after 24 hours, to give up.
+//!
+//! [`Store::details_of`] is the one way to read a coupon's details (receipts, the hook,
+//! the speaker, the day report).
+
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+
+use super::{Arrival, Job, Result, Source, Store};
+use crate::details::{self, Details};
+use crate::wire::CertificateMsg;
+
+/// A coupon whose details are to be asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub certificate_id: String,
+    pub order_id: String,
+    pub account_id: Option<String>,
+    /// When it was queued (RFC 3339): lookups are given up 24 hours later.
+    pub created_at: String,
+    /// Queries made so far.
+    pub attempts: i64,
+}
+
+/// How one query for a lookup ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupEnd {
+    Found(Box<Details>),
+    /// Douyin answered without the coupon: final, with what to say.
+    Absent(String),
+    /// Failed with this error; ask again at `next_at` (RFC 3339).
+    Retry {
+        error: String,
+        next_at: String,
+    },
+    /// Failed with this error for the last time.
+    GiveUp(String),
+}
+
+/// `coupond status`'s view of the details.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetailsCounts {
+    /// Coupons whose details are known.
+    pub fetched: i64,
+    /// Lookups still to be answered.
+    pub waiting: i64,
+    /// Lookups that ended without details: Douyin did not know the coupon, or did not
+    /// answer within 24 hours.
+    pub failed: i64,
+}
+
+const DETAILS_COLUMNS: &str = "certificate_id, title, sku_id, pay_amount, original_amount,
+    coupon_pay_amount, merchant_ticket_amount, poi_id, verify_id, origin, fetched_at";
+
+fn details_row(r: &Row) -> Result<Details> {
+    Ok(Details {
+        certificate_id: r.get(0)?,
+        title: r.get(1)?,
+        sku_id: r.get(2)?,
+        pay_amount: r.get(3)?,
+        original_amount: r.get(4)?,
+        coupon_pay_amount: r.get(5)?,
+        merchant_ticket_amount: r.get(6)?,
+        poi_id: r.get(7)?,
+        verify_id: r.get(8)?,
+        origin: r.get(9)?,
+        fetched_at: r.get(10)?,
+    })
+}
+
+/// Stores `d` unless the coupon's details are known already (the first answer stays).
+fn insert_details(tx: &rusqlite::Connection, d: &Details) -> Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT INTO details ({DETAILS_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (certificate_id) DO NOTHING"
+    ))?
+    .execute(params![
+        d.certificate_id,
+        d.title,
+        d.sku_id,
+        d.pay_amount,
+        d.original_amount,
+        d.coupon_pay_amount,
+        d.merchant_ticket_amount,
+        d.poi_id,
+        d.verify_id,
+        d.origin,
+        d.fetched_at,
+    ])?;
+    tx.prepare_cached("DELETE FROM lookups WHERE certificate_id = ?1")?
+        .execute([&d.certificate_id])?;
+    Ok(())
+}
+
+/// In the transaction that applied `c` (not a test push): its details from the
+/// recovered record, or a lookup when none are known and there is an order to ask by.
+pub(super) fn after_applied(tx: &Transaction, a: &Arrival, c: &CertificateMsg) -> Result<()> {
+    if a.source == Source::Reconcile {
+        let record = serde_json::from_slice::<serde_json::Value>(&a.body).ok();
+        let known = record
+            .as_ref()
+            .and_then(|r| details::from_record(r, &c.certificate_id, &a.received_at));
+        if let Some(d) = known {
+            return insert_details(tx, &d);
+        }
+    }
+    let Some(order_id) = &c.order_id else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO lookups (certificate_id, order_id, account_id, state, created_at, next_at)
+         SELECT ?1, ?2, ?3, 'pending', ?4, ?4
+         WHERE NOT EXISTS (SELECT 1 FROM details WHERE certificate_id = ?1)
+         ON CONFLICT (certificate_id) DO NOTHING",
+    )?
+    .execute(params![
+        c.certificate_id,
+        order_id,
+        c.account_id,
+        a.received_at
+    ])?;
+    Ok(())
+}
+
+impl Store {
+    /// What was bought with coupon `certificate_id`, when known.
+    pub fn details_of(&self, certificate_id: &str) -> Result<Option<Details>> {
+        self.conn
+            .prepare_cached(&format!(
+                "SELECT {DETAILS_COLUMNS} FROM details WHERE certificate_id = ?1"
+            ))?
+            .query_row([certificate_id], details_row)
+            .optional()
+    }
+
+    /// Gives each coupon job its details, or, while they are being looked up, the time
+    /// it was queued (see [`Job::awaiting_details`]).
+    pub(super) fn add_details(&self, jobs: &mut [Job]) -> Result<()> {
+        for job in jobs {
+            let Some(event) = job.event.as_mut() else {
+                continue;
+            };
+            event.details = self.details_of(&event.certificate_id)?;
+            if event.details.is_some() {
+                continue;
+            }
+            job.awaiting_details = self
+                .conn
+                .prepare_cached(
+                    "SELECT CAST(round((julianday(o.created_at) - 2440587.5) * 86400000) AS INTEGER)
+                     FROM outputs o WHERE o.id = ?1 AND EXISTS (
+                         SELECT 1 FROM lookups l WHERE l.certificate_id = ?2 AND l.state = 'pending')",
+                )?
+                .query_row(params![job.id, event.certificate_id], |r| r.get(0))
+                .optional()?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` lookups due at `now` (RFC 3339), the longest due first.
+    pub fn due_lookups(&self, now: &str, limit: usize) -> Result<Vec<Lookup>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT certificate_id, order_id, account_id, created_at, attempts FROM lookups
+             WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, rowid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, limit as i64], |r| {
+            Ok(Lookup {
+                certificate_id: r.get(0)?,
+                order_id: r.get(1)?,
+                account_id: r.get(2)?,
+                created_at: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// When the next pending lookup is due (RFC 3339), if any is pending.
+    pub fn next_lookup_at(&self) -> Result<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT min(next_at) FROM lookups WHERE state = 'pending'")?
+            .query_row([], |r| r.get(0))
+    }
+
+    /// Records how a query for coupon `certificate_id` ended.
+    pub fn end_lookup(&mut self, certificate_id: &str, end: &LookupEnd) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let (state, error, next_at) = match end {
+            LookupEnd::Found(d) => {
+                insert_details(&tx, d)?;
+                return tx.commit();
+            }
+            LookupEnd::Absent(why) => ("absent", why, None),
+            LookupEnd::Retry { error, next_at } => ("pending", error, Some(next_at)),
+            LookupEnd::GiveUp(error) => ("failed", error, None),
+        };
+        tx.prepare_cached(
+            "UPDATE lookups SET state = ?2, last_error = ?3, attempts = attempts + 1,
+                    next_at = coalesce(?4, next_at)
+             WHERE certificate_id = ?1",
+        )?
+        .execute(params![certificate_id, state, error, next_at])?;
+        tx.commit()
+    }
+
+    /// Details known, lookups waiting, lookups ended without details.
+    pub fn details_counts(&self) -> Result<DetailsCounts> {
+        self.conn.query_row(
+            "SELECT (SELECT count(*) FROM details),
+                    (SELECT count(*) FROM lookups WHERE state = 'pending'),
+                    (SELECT count(*) FROM lookups WHERE state != 'pending')",
+            [],
+            |r| {
+                Ok(DetailsCounts {
+                    fetched: r.get(0)?,
+                    waiting: r.get(1)?,
+                    failed: r.get(2)?,
+                })
+            },
+        )
+    }
+}
