@@ -43,6 +43,8 @@ const QUERY_PATH: &str = "/goodlife/v1/fulfilment/certificate/verify_record/quer
 const CERTIFICATE_PATH: &str = "/goodlife/v1/fulfilment/certificate/query/";
 /// `error_code`s that mean "the access token is invalid or expired".
 const TOKEN_INVALID: [i64; 2] = [28_001_003, 28_001_008];
+/// A token is fetched again this long before it expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 /// `--douyin-api`: where the Open Platform is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,12 @@ pub enum ApiError {
     Garbage(String),
     /// Douyin's own error: `data.error_code` and `data.description`.
     Douyin { code: i64, description: String },
+    /// No token could be had for the app (with why the last try failed).
+    NoToken {
+        client_key: String,
+        url: String,
+        why: Box<ApiError>,
+    },
 }
 
 impl ApiError {
@@ -136,6 +144,15 @@ impl std::fmt::Display for ApiError {
             ApiError::Douyin { code, description } => {
                 write!(f, "Douyin error_code {code}: {description}")
             }
+            ApiError::NoToken {
+                client_key,
+                url,
+                why,
+            } => write!(
+                f,
+                "no token for app {client_key} from {url}: {why} (check the client secret, \
+                 and that the app is authorised for the merchant's life services)"
+            ),
         }
     }
 }
@@ -481,6 +498,152 @@ impl Client {
                 Ok(sender)
             }
         }
+    }
+}
+
+/// The app whose token is asked for (the first `--client-key`) and its secrets, in
+/// order (a rotation tries each). Never logged.
+#[derive(Clone)]
+pub struct App {
+    pub client_key: String,
+    pub secrets: Vec<String>,
+}
+
+/// The one connection to Douyin and the one token, shared by catch-up and the details
+/// lookup (SPEC §13: one token for both). Calls take turns; each is within
+/// [`CALL_TIMEOUT`], so no caller waits longer than a few calls for its turn.
+pub type Shared = Arc<tokio::sync::Mutex<Session>>;
+
+/// A client with its app and the token it holds: the stable token is kept until
+/// [`TOKEN_MARGIN`] before it expires, and fetched again once when a call says it is
+/// invalid or expired (SPEC §11's rule, for every call).
+pub struct Session {
+    client: Client,
+    app: App,
+    token: Option<(Token, tokio::time::Instant)>,
+}
+
+/// One call that needs a token.
+enum Call<'a> {
+    Records(&'a Query<'a>),
+    Certificate {
+        order_id: &'a str,
+        account_id: &'a str,
+        certificate_id: &'a str,
+    },
+}
+
+enum Reply {
+    Page(Page),
+    Certificate(details::Answer),
+}
+
+impl Session {
+    pub fn new(client: Client, app: App) -> Session {
+        Session {
+            client,
+            app,
+            token: None,
+        }
+    }
+
+    pub fn shared(self) -> Shared {
+        Arc::new(tokio::sync::Mutex::new(self))
+    }
+
+    pub fn url(&self) -> &ApiUrl {
+        self.client.url()
+    }
+
+    /// One page of the verify-record query (SPEC §11).
+    pub async fn verify_records(&mut self, q: &Query<'_>) -> Result<Page, ApiError> {
+        match self.with_token(Call::Records(q)).await? {
+            Reply::Page(p) => Ok(p),
+            Reply::Certificate(_) => unreachable!("a page was asked for"),
+        }
+    }
+
+    /// The details of coupon `certificate_id` of order `order_id` (SPEC §13).
+    pub async fn certificate(
+        &mut self,
+        order_id: &str,
+        account_id: &str,
+        certificate_id: &str,
+    ) -> Result<details::Answer, ApiError> {
+        let call = Call::Certificate {
+            order_id,
+            account_id,
+            certificate_id,
+        };
+        match self.with_token(call).await? {
+            Reply::Certificate(a) => Ok(a),
+            Reply::Page(_) => unreachable!("a certificate was asked for"),
+        }
+    }
+
+    /// `call` with the token; a token Douyin calls invalid is replaced once.
+    async fn with_token(&mut self, call: Call<'_>) -> Result<Reply, ApiError> {
+        let mut renewed = false;
+        loop {
+            let token = self.token().await?;
+            let reply = match &call {
+                Call::Records(q) => self.client.verify_records(&token, q).await.map(Reply::Page),
+                Call::Certificate {
+                    order_id,
+                    account_id,
+                    certificate_id,
+                } => self
+                    .client
+                    .certificate(&token, order_id, account_id, certificate_id)
+                    .await
+                    .map(Reply::Certificate),
+            };
+            match reply {
+                Err(e) if e.token_invalid() && !renewed => {
+                    log::info!("douyin: the token is no longer valid ({e}); fetching a new one");
+                    self.token = None;
+                    renewed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The kept token, or a new one (each secret in order, for a rotation).
+    pub async fn token(&mut self) -> Result<Token, ApiError> {
+        if let Some((t, at)) = &self.token {
+            if at.elapsed() + TOKEN_MARGIN < t.expires_in {
+                return Ok(t.clone());
+            }
+        }
+        let mut last: Option<ApiError> = None;
+        for (i, secret) in self.app.secrets.iter().enumerate() {
+            match self.client.stable_token(&self.app.client_key, secret).await {
+                Ok(t) => {
+                    log::info!(
+                        "douyin: token for app {} obtained with secret #{} (valid {}s)",
+                        self.app.client_key,
+                        i + 1,
+                        t.expires_in.as_secs()
+                    );
+                    self.token = Some((t.clone(), tokio::time::Instant::now()));
+                    return Ok(t);
+                }
+                Err(e) => {
+                    let retry = matches!(e, ApiError::Douyin { .. });
+                    last = Some(e);
+                    // Only Douyin's refusal says another secret may do better.
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(ApiError::NoToken {
+            client_key: self.app.client_key.clone(),
+            url: self.client.url().to_string(),
+            why: Box::new(last.unwrap_or(ApiError::Network("no secret".into()))),
+        })
     }
 }
 

@@ -40,6 +40,7 @@ pub mod details;
 pub mod douyin;
 pub mod fuzzing;
 pub mod intake;
+pub mod lookup;
 pub mod mqtt;
 pub mod notify;
 pub mod outbox;

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
 use crate::store::{Attempt, AttemptOutcome, Job};
+use crate::time;
 use crate::writer::Writer;
 
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
@@ -41,12 +42,59 @@ pub fn backoff(attempt: i64) -> Duration {
     Duration::from_secs((1u64 << exp).min(60))
 }
 
+/// How jobs wait for their coupon's details (SPEC §13).
+#[derive(Clone)]
+pub struct DetailsWait {
+    /// `--details-wait`.
+    pub wait: Duration,
+    /// Bumped when a lookup ends; `None` without a lookup task.
+    pub ended: Option<watch::Receiver<u64>>,
+}
+
+impl DetailsWait {
+    /// No lookups in this run: a job left waiting by an earlier one goes at once.
+    pub fn none() -> DetailsWait {
+        DetailsWait {
+            wait: Duration::ZERO,
+            ended: None,
+        }
+    }
+
+    /// When `job` may go without its details (Unix ms); `None`: it need not wait.
+    fn due(&self, job: &Job) -> Option<i64> {
+        job.awaiting_details
+            .map(|queued| queued + self.wait.as_millis() as i64)
+    }
+
+    /// How many of `jobs`, from the front, may go at `now_ms`, and when the first that
+    /// may not will (Unix ms).
+    fn ready(&self, jobs: &[Job], now_ms: i64) -> (usize, Option<i64>) {
+        let ready = jobs
+            .iter()
+            .take_while(|j| self.due(j).map_or(true, |d| d <= now_ms))
+            .count();
+        (ready, jobs.get(ready).and_then(|j| self.due(j)))
+    }
+
+    /// Resolves when a lookup ends; never without a lookup task.
+    async fn ended(&mut self) {
+        if let Some(rx) = &mut self.ended {
+            if rx.changed().await.is_ok() {
+                return;
+            }
+            self.ended = None;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
 /// Runs one sink's delivery loop until the stop is given.
 pub async fn run_sink(
     sink: Arc<Sink>,
     writer: Writer,
     max_attempts: i64,
     mut changes: watch::Receiver<u64>,
+    mut details: DetailsWait,
     mut stop: Stop,
 ) {
     let kind = sink.kind();
@@ -89,8 +137,14 @@ pub async fn run_sink(
             }
             Err(_) => return,
         };
+        let now_ms = time::now_millis();
+        let (ready, held_until) = details.ready(&jobs, now_ms);
         let waiting = match (jobs.first(), retry) {
             (Some(job), Some((id, at))) if job.id == id && at > Instant::now() => Some(at),
+            (Some(_), _) if ready == 0 => {
+                let ms = held_until.map_or(0, |due| (due - now_ms).max(0));
+                Some(Instant::now() + Duration::from_millis(ms as u64))
+            }
             (Some(_), _) => None,
             (None, _) => Some(Instant::now() + IDLE_POLL),
         };
@@ -98,12 +152,13 @@ pub async fn run_sink(
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
                 r = changes.changed() => if r.is_err() { return },
+                _ = details.ended() => {}
                 _ = shutdown::stopped(&mut stop) => return,
             }
             continue;
         }
         retry = None;
-        for job in &jobs {
+        for job in &jobs[..ready] {
             let (attempt, wait) = deliver(&sink, job, max_attempts).await;
             let failed = attempt.outcome != AttemptOutcome::Done;
             retry = wait.map(|w| (job.id, Instant::now() + w));

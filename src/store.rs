@@ -468,6 +468,8 @@ pub struct CertificateRow {
     pub updated_at: String,
     /// Set by a test push.
     pub test: bool,
+    /// What was bought, when known.
+    pub details: Option<crate::details::Details>,
 }
 
 /// `coupond status`'s view of the database.
@@ -495,6 +497,8 @@ pub struct Summary {
     pub signature_failures: i64,
     /// The broker connections of the last daemon that ran.
     pub links: Vec<Link>,
+    /// Coupon details (SPEC §13): fetched, waiting, failed.
+    pub details: DetailsCounts,
 }
 
 /// A broker connection's state, as the daemon last recorded it, with its traffic.
@@ -981,9 +985,14 @@ impl Store {
                 status_msg_time: r.get(5)?,
                 updated_at: r.get(6)?,
                 test: r.get(7)?,
+                details: None,
             })
         })?;
-        rows.collect()
+        let mut rows = rows.collect::<Result<Vec<_>>>()?;
+        for row in &mut rows {
+            row.details = self.details_of(&row.certificate_id)?;
+        }
+        Ok(rows)
     }
 
     /// Everything `coupond status` prints.
@@ -1083,6 +1092,7 @@ impl Store {
                 |r| r.get(0),
             )?,
             links: self.links()?,
+            details: self.details_counts()?,
         })
     }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{self, Args, ServeConfig};
+use crate::douyin;
 use crate::sinks::printer::{self, PrinterDest, PrinterStatus};
 use crate::store::{Store, SCHEMA_VERSION};
 
@@ -96,7 +97,81 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
     if let Some(addr) = cfg.display_listen {
         out.push(port("display", addr, None));
     }
+    out.push(details(&cfg, args, env));
     out
+}
+
+/// Whether the details lookup (SPEC §13) can work: a token can be had for the app. One
+/// token call, nothing else (no query, nothing printed or stored).
+fn details(cfg: &ServeConfig, args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Line {
+    let Some(c) = &cfg.catchup else {
+        return line(
+            Level::Ok,
+            "details",
+            "off (no --account-id): receipts show the coupon's ids, not what was bought",
+        );
+    };
+    if c.details.is_none() {
+        return line(
+            Level::Ok,
+            "details",
+            "off (--details off): receipts show the coupon's ids",
+        );
+    }
+    let secrets = match config::settings::secrets(args, env) {
+        Ok(s) => s,
+        Err(e) => {
+            return line(
+                Level::Fail,
+                "details",
+                format!("no secret for a token: {e}"),
+            )
+        }
+    };
+    let tls = match c.api.https {
+        true => match crate::tls::client_config(c.ca.as_deref()) {
+            Ok(t) => Some(t),
+            Err(e) => return line(Level::Fail, "details", format!("invalid --douyin-ca: {e}")),
+        },
+        false => None,
+    };
+    let app = douyin::App {
+        client_key: cfg.apps.client_keys[0].clone(),
+        secrets,
+    };
+    let mut session = douyin::Session::new(douyin::Client::new(c.api.clone(), tls), app);
+    let token = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| douyin::ApiError::Network(e.to_string()))
+        .and_then(|rt| rt.block_on(session.token()));
+    match token {
+        Ok(_) => line(
+            Level::Ok,
+            "details",
+            format!(
+                "on: a token for app {} can be had from {}; Douyin must also let the app \
+                 query the merchant's coupons (life.capacity.fulfilment, authorised by the \
+                 merchant)",
+                cfg.apps.client_keys[0], c.api
+            ),
+        ),
+        // Douyin refused (a wrong secret, an app without the capability): fix it.
+        Err(douyin::ApiError::NoToken { why, .. })
+            if matches!(*why, douyin::ApiError::Douyin { .. }) =>
+        {
+            line(
+                Level::Fail,
+                "details",
+                format!("Douyin gives no token: {why}; catch-up and details cannot work"),
+            )
+        }
+        Err(e) => line(
+            Level::Warn,
+            "details",
+            format!("cannot reach Douyin for a token now: {e}; the daemon keeps trying"),
+        ),
+    }
 }
 
 fn secrets(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Line {

@@ -30,7 +30,9 @@ use tokio::task::JoinSet;
 use crate::commands::reverify;
 use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
+use crate::douyin;
 use crate::intake::Apps;
+use crate::lookup;
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::ratelimit::{self, Limits};
@@ -127,7 +129,15 @@ struct Started {
     display: Option<(TcpListener, Arc<Feed>)>,
     sinks: Vec<Arc<Sink>>,
     plan: OutputPlan,
-    catchup: Option<catchup::Settings>,
+    douyin: Option<Douyin>,
+}
+
+/// With `--account-id`: the one Douyin session, catch-up, and the details lookup.
+struct Douyin {
+    session: douyin::Shared,
+    catchup: catchup::Settings,
+    /// `--details on`: `--details-wait`.
+    details: Option<Duration>,
 }
 
 async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
@@ -141,7 +151,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         display,
         sinks,
         plan,
-        catchup,
+        douyin,
     } = start(&cfg).await?;
     let plan_for_reload = plan.clone();
     let ear = match &listener {
@@ -172,7 +182,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
     let mut tasks = spawn_beside_webhook(
-        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &stop,
+        &cfg, &sinks, display, douyin, &writer, &changes, &notifier, &stop,
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
@@ -267,7 +277,7 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         Ok(_) => {}
         Err(e) => log::error!("reverify: {e}"),
     }
-    let catchup = catchup_settings(cfg)?;
+    let douyin = douyin_settings(cfg)?;
     Ok(Started {
         _lock: lock,
         store,
@@ -275,13 +285,14 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         display,
         sinks,
         plan,
-        catchup,
+        douyin,
     })
 }
 
-/// Catch-up's settings with its TLS set-up, when `--account-id` asks for it. A start-up
-/// line says whether it is on; whether a token can be had is said by the first sweep.
-fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, String> {
+/// The Douyin session with its TLS set-up, catch-up's settings and the lookup's, when
+/// `--account-id` asks for them. A start-up line says what is on; whether a token can
+/// be had is said by the first call (and by `coupond check`).
+fn douyin_settings(cfg: &ServeConfig) -> Result<Option<Douyin>, String> {
     let Some(c) = &cfg.catchup else {
         log::info!("catch-up off (no --account-id): only pushes are recorded");
         return Ok(None);
@@ -307,14 +318,25 @@ fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, Stri
         c.every,
         c.api
     );
-    Ok(Some(catchup::Settings {
-        account_id: c.account_id.clone(),
-        poi_ids: c.poi_ids.clone(),
-        every: c.every,
-        api: c.api.clone(),
+    match c.details {
+        Some(wait) => log::info!(
+            "details on: each verified coupon is looked up (certificate query); outputs wait up to {wait:?} for them"
+        ),
+        None => log::info!("details off (--details off): receipts show the coupon's ids only"),
+    }
+    let app = douyin::App {
         client_key: cfg.apps.client_keys[0].clone(),
         secrets: cfg.apps.secrets.clone(),
-        tls,
+    };
+    Ok(Some(Douyin {
+        session: douyin::Session::new(douyin::Client::new(c.api.clone(), tls), app).shared(),
+        catchup: catchup::Settings {
+            account_id: c.account_id.clone(),
+            poi_ids: c.poi_ids.clone(),
+            every: c.every,
+            client_key: cfg.apps.client_keys[0].clone(),
+        },
+        details: c.details,
     }))
 }
 
@@ -326,13 +348,34 @@ fn spawn_beside_webhook(
     cfg: &ServeConfig,
     sinks: &[Arc<Sink>],
     display: Option<(TcpListener, Arc<Feed>)>,
-    catchup: Option<catchup::Settings>,
+    douyin: Option<Douyin>,
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
     stop: &Stop,
 ) -> Result<JoinSet<()>, String> {
     let mut tasks = JoinSet::new();
+    let feed = display.as_ref().map(|(_, feed)| feed.clone());
+    let mut details = outbox::DetailsWait::none();
+    let mut catchup = None;
+    if let Some(d) = douyin {
+        if let Some(wait) = d.details {
+            let (ended, rx) = watch::channel(0u64);
+            details = outbox::DetailsWait {
+                wait,
+                ended: Some(rx),
+            };
+            let lookups = lookup::Lookups {
+                douyin: d.session.clone(),
+                account_id: d.catchup.account_id.clone(),
+                writer: writer.clone(),
+                feed,
+                ended,
+            };
+            tasks.spawn(lookup::run(lookups, changes.clone(), stop.clone()));
+        }
+        catchup = Some((d.catchup, d.session));
+    }
     for sink in sinks {
         if let Sink::Mqtt(m) = &**sink {
             if let Some(link) = m.take_link() {
@@ -344,6 +387,7 @@ fn spawn_beside_webhook(
             writer.clone(),
             cfg.output_attempts,
             changes.clone(),
+            details.clone(),
             stop.clone(),
         ));
     }
@@ -372,11 +416,12 @@ fn spawn_beside_webhook(
             stop.clone(),
         ));
     }
-    let catchup_health = catchup.map(|settings| {
+    let catchup_health = catchup.map(|(settings, session)| {
         let every = settings.every;
         let (health_tx, health) = watch::channel((crate::time::now_secs(), false));
         tasks.spawn(catchup::run(
             settings,
+            session,
             writer.clone(),
             health_tx,
             stop.clone(),

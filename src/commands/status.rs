@@ -10,7 +10,7 @@ use crate::coupon::Action;
 use crate::intake::Outcome;
 use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
-use crate::store::{CatchupRow, Store, Summary};
+use crate::store::{CatchupRow, DetailsCounts, Store, Summary};
 use crate::time;
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
@@ -156,6 +156,14 @@ pub fn render(db: &str, s: &Summary) -> String {
     }
     for c in &s.catchup {
         out += &catchup_line(c, s.recovered);
+    }
+    let d = s.details;
+    if d != DetailsCounts::default() {
+        out += &format!(
+            "details    {} coupon(s) with details fetched, {} waiting for Douyin's answer, \
+             {} failed (Douyin did not know the coupon, or did not answer within 24 h)\n",
+            d.fetched, d.waiting, d.failed
+        );
     }
     out
 }

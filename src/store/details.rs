@@ -182,10 +182,13 @@ impl Store {
         rows.collect()
     }
 
-    /// When the next pending lookup is due (RFC 3339), if any is pending.
-    pub fn next_lookup_at(&self) -> Result<Option<String>> {
+    /// When the next pending lookup is due (Unix ms), if any is pending.
+    pub fn next_lookup_ms(&self) -> Result<Option<i64>> {
         self.conn
-            .prepare_cached("SELECT min(next_at) FROM lookups WHERE state = 'pending'")?
+            .prepare_cached(
+                "SELECT CAST(round((julianday(min(next_at)) - 2440587.5) * 86400000) AS INTEGER)
+                 FROM lookups WHERE state = 'pending'",
+            )?
             .query_row([], |r| r.get(0))
     }
 
