@@ -219,6 +219,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn jobs_wait_for_details_until_due_and_later_jobs_stay_behind() {
+        let job = |awaiting| Job {
+            awaiting_details: awaiting,
+            ..crate::sinks::exec::tests::sample_job()
+        };
+        let w = DetailsWait {
+            wait: Duration::from_secs(3),
+            ended: None,
+        };
+        let jobs = [job(None), job(Some(1_000)), job(None)];
+        assert_eq!(w.ready(&jobs, 3_999), (1, Some(4_000)));
+        assert_eq!(w.ready(&jobs, 4_000), (3, None));
+        assert_eq!(w.ready(&jobs[1..], 0), (0, Some(4_000)));
+        // Without lookups in this run, what an earlier run left waiting goes at once.
+        assert_eq!(DetailsWait::none().ready(&jobs, 1_000), (3, None));
+    }
+
+    #[test]
     fn backoff_doubles_from_one_second_to_a_minute() {
         let secs: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs()).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);

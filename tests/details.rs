@@ -413,3 +413,38 @@ fn test_pushes_and_details_off_ask_douyin_nothing() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_receipt_waiting_for_details_still_waits_after_a_kill_and_goes_when_due() {
+    let fake = FakeDouyin::start(CLIENT_KEY, SECRET);
+    fake.set_details_mode(Mode::Down);
+    let printer = FakePrinter::start(Paper::Ready);
+    let dir = Scratch::new("details-restart");
+    let wait = Duration::from_secs(if emulated() { 20 } else { 6 });
+    let opts = catchup_opts(&fake).args(&[
+        "--printer",
+        &printer.dest(),
+        "--details-wait",
+        &format!("{}s", wait.as_secs()),
+    ]);
+    let mut d = Daemon::start_with(&dir.0, opts.clone());
+    let pushed = std::time::Instant::now();
+    assert_eq!(d.push(&verify(CERT, ORDER, 1_700_000_000)).status, 200);
+    d.kill9();
+    assert_eq!(
+        printer.receipts().len(),
+        0,
+        "printed before the wait was over"
+    );
+    // Douyin still down after the restart: the job is due `wait` after its commit,
+    // not `wait` after the restart, and not at once.
+    let d = Daemon::start_with(&dir.0, opts);
+    let receipts = printer.wait_receipts(1, background());
+    let printed = pushed.elapsed();
+    assert_eq!(receipts.len(), 1, "{}", d.log_text());
+    assert!(
+        printed >= wait,
+        "printed {printed:?} after the push, before its wait"
+    );
+    assert_eq!(outputs(&d, "printer").len(), 1);
+}

@@ -230,3 +230,167 @@ impl Store {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Intake, Message, OutputPlan};
+    use super::*;
+    use crate::coupon::Action;
+    use crate::details::DetailsOrigin;
+    use crate::intake::Kind;
+    use crate::sinks::SinkKind;
+
+    fn store(name: &str) -> (Store, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("coupond-details-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        (Store::open(&dir.join("coupond.db")).unwrap(), dir)
+    }
+
+    fn arrival(id: &str, order: Option<&str>, source: Source, test: bool, body: &str) -> Arrival {
+        Arrival {
+            received_at: "2026-12-05T00:00:00.000Z".into(),
+            msg_id: None,
+            signature: None,
+            body: body.as_bytes().to_vec(),
+            intake: Intake::Message(Message {
+                event: Some("life_trade_certificate_notify".into()),
+                client_key: Some("app".into()),
+                log_id: None,
+                test,
+                kind: Kind::Certificate(CertificateMsg {
+                    action: Action::Verify,
+                    msg_time: 1_700_000_000,
+                    certificate_id: id.into(),
+                    order_id: order.map(String::from),
+                    code: None,
+                    account_id: Some("6900".into()),
+                }),
+            }),
+            source,
+            dedup: Some(format!("{id}-dedup")),
+        }
+    }
+
+    fn plan() -> OutputPlan {
+        OutputPlan {
+            sinks: vec![SinkKind::Printer],
+            actions: Action::ALL.to_vec(),
+            details: true,
+            ..Default::default()
+        }
+    }
+
+    fn found(id: &str) -> LookupEnd {
+        LookupEnd::Found(Box::new(Details {
+            certificate_id: id.into(),
+            title: Some("套餐".into()),
+            sku_id: None,
+            pay_amount: Some(9900),
+            original_amount: None,
+            coupon_pay_amount: None,
+            merchant_ticket_amount: None,
+            poi_id: Some("7100000000000000123".into()),
+            verify_id: None,
+            origin: DetailsOrigin::Query,
+            fetched_at: "2026-12-05T00:00:01.000Z".into(),
+        }))
+    }
+
+    #[test]
+    fn a_verify_queues_a_lookup_and_its_job_waits_until_the_lookup_ends() {
+        let (mut s, dir) = store("wait");
+        let arrivals = [
+            arrival("c1", Some("o1"), Source::Push, false, "{}"),
+            arrival("c2", Some("o2"), Source::Push, false, "{}"),
+            arrival("c3", None, Source::Push, false, "{}"),
+            arrival("c4", Some("o4"), Source::Test, true, "{}"),
+        ];
+        s.ingest(&arrivals, &plan()).unwrap();
+        let due = s.due_lookups("2026-12-05T00:00:00.000Z", 10).unwrap();
+        let ids: Vec<&str> = due.iter().map(|l| l.certificate_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["c1", "c2"],
+            "none without an order, none for a test push"
+        );
+        assert_eq!(s.next_lookup_ms().unwrap(), Some(1_796_428_800_000));
+        let jobs = s.pending_jobs(SinkKind::Printer, 10).unwrap();
+        let waits: Vec<Option<i64>> = jobs.iter().map(|j| j.awaiting_details).collect();
+        // Queued at the commit's time, read from the database: the same after a restart.
+        let at = Some(1_796_428_800_000);
+        assert_eq!(waits, [at, at, None, None]);
+        s.end_lookup("c1", &found("c1")).unwrap();
+        s.end_lookup("c2", &LookupEnd::Absent("not listed".into()))
+            .unwrap();
+        let jobs = s.pending_jobs(SinkKind::Printer, 10).unwrap();
+        assert!(jobs.iter().all(|j| j.awaiting_details.is_none()));
+        let d = jobs[0].event.as_ref().unwrap().details.as_ref().unwrap();
+        assert_eq!(d.poi_id.as_deref(), Some("7100000000000000123"));
+        assert_eq!(s.details_of("c1").unwrap().unwrap().pay_amount, Some(9900));
+        assert_eq!(
+            s.details_counts().unwrap(),
+            DetailsCounts {
+                fetched: 1,
+                waiting: 0,
+                failed: 1
+            }
+        );
+        // A retry moves next_at on; a give-up is counted as failed.
+        s.ingest(
+            &[arrival("c5", Some("o5"), Source::Push, false, "{}")],
+            &plan(),
+        )
+        .unwrap();
+        let retry = LookupEnd::Retry {
+            error: "HTTP 500".into(),
+            next_at: "2026-12-05T00:00:30.000Z".into(),
+        };
+        s.end_lookup("c5", &retry).unwrap();
+        assert!(s
+            .due_lookups("2026-12-05T00:00:29.999Z", 10)
+            .unwrap()
+            .is_empty());
+        let again = s.due_lookups("2026-12-05T00:00:30.000Z", 10).unwrap();
+        assert_eq!(again[0].attempts, 1);
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_recovered_record_with_amount_and_sku_stores_its_details_and_asks_nothing() {
+        let (mut s, dir) = store("record");
+        let record = r#"{"verify_id":"V9","certificate_id":"c9","poi_id":7100000000000000999,
+            "amount":{"pay_amount":6800,"original_amount":8800},"sku":{"title":"下午茶"}}"#;
+        let plain = r#"{"verify_id":"V8","certificate_id":"c8"}"#;
+        s.ingest(
+            &[
+                arrival("c9", Some("o9"), Source::Reconcile, false, record),
+                arrival("c8", Some("o8"), Source::Reconcile, false, plain),
+            ],
+            &plan(),
+        )
+        .unwrap();
+        let d = s.details_of("c9").unwrap().unwrap();
+        assert_eq!(d.origin, DetailsOrigin::Record);
+        assert_eq!(d.poi_id.as_deref(), Some("7100000000000000999"));
+        assert_eq!((d.pay_amount, d.original_amount), (Some(6800), Some(8800)));
+        let due = s.due_lookups("9999", 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].certificate_id, "c8", "a bare record is looked up");
+        // Details off: nothing is stored or queued.
+        let off = OutputPlan {
+            details: false,
+            ..plan()
+        };
+        s.ingest(
+            &[arrival("c7", Some("o7"), Source::Push, false, "{}")],
+            &off,
+        )
+        .unwrap();
+        assert_eq!(s.due_lookups("9999", 10).unwrap().len(), 1);
+        drop(s);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
