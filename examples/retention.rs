@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use coupond::intake::{Intake, Kind, Message};
-use coupond::sinks::SinkKind;
-use coupond::store::{Arrival, Attempt, AttemptOutcome, OutputPlan, Store};
+use coupond::model::{Arrival, Attempt, AttemptOutcome, OutputPlan, SinkKind};
+use coupond::store::Store;
 use coupond::wire::CertificateMsg;
 
 fn arg(name: &str, default: i64) -> i64 {
@@ -97,7 +97,7 @@ fn main() {
                                 account_id: Some("6900000000001".into()),
                             }),
                         }),
-                        source: coupond::store::Source::Push,
+                        source: coupond::model::Source::Push,
                         dedup: None,
                     }
                 })

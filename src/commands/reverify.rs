@@ -9,7 +9,8 @@
 
 use crate::config::ReverifyConfig;
 use crate::intake::{self, Apps, Intake};
-use crate::store::{Ack, Arrival, OutputPlan, Store};
+use crate::model::{Ack, Arrival, OutputPlan};
+use crate::store::Store;
 
 /// What a pass found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -13,10 +13,11 @@ use super::ConfigError;
 use crate::coupon::Action;
 use crate::douyin::ApiUrl;
 use crate::intake::Apps;
+use crate::model::SinkKind;
 use crate::mqtt::{self, Broker};
 use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
-use crate::sinks::{Outputs, Receipts, SinkKind};
+use crate::sinks::{Outputs, Receipts};
 use crate::sources::mqtt::Subscriber;
 use crate::url::Url;
 

@@ -24,9 +24,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::exec::HookPayload;
 use crate::intake::Outcome;
+use crate::model::{Job, Source};
 use crate::mqtt::{self, Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
-use crate::store::{Job, Source};
 use crate::writer::Writer;
 
 /// One attempt: waiting for the connection, then for each PUBACK.

@@ -25,9 +25,9 @@ use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::watch;
 
 use crate::intake::{self, Apps, Intake};
+use crate::model::{Ack, Arrival, Source};
 use crate::mqtt::{Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
-use crate::store::{Ack, Arrival, Source};
 use crate::time;
 use crate::writer::{Committed, Writer};
 
