@@ -40,11 +40,11 @@ fn main() {
     let db = dir.join("retention.db");
     let wal = dir.join("retention.db-wal");
     let mut store = Store::open(&db).unwrap();
-    let plan = OutputPlan {
-        sinks: vec![SinkKind::Log],
-        actions: coupond::coupon::Action::ALL.to_vec(),
-        ..Default::default()
-    };
+    let plan = OutputPlan::new(
+        vec![SinkKind::Log],
+        coupond::coupon::Action::ALL.to_vec(),
+        None,
+    );
     let day_ms = 86_400_000i64;
     let start_ms = coupond::time::now_millis() - 400 * day_ms;
     let started = Instant::now();

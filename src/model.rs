@@ -9,37 +9,96 @@
 use crate::coupon::Action;
 use crate::intake::{Intake, Outcome};
 
-/// Which sinks get a job for an applied message of each action.
-#[derive(Debug, Clone, Default)]
+/// Which sinks get a job for a new message: the one output plan. `serve` (through
+/// `sinks::Outputs::plan`), the reverify pass on start and SIGHUP and `coupond reverify`
+/// all build it with [`OutputPlan::new`] from the same settings, and the store asks
+/// [`OutputPlan::jobs_for`] inside the ingest transaction, so they cannot disagree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutputPlan {
-    /// The store's own sinks (printer, display, exec, log), for `actions` only.
-    pub sinks: Vec<SinkKind>,
-    pub actions: Vec<Action>,
-    /// `--mqtt`: every applied message but test pushes, whatever its action.
-    pub mqtt_events: bool,
-    /// `--mqtt-forward`: every new signed message that came over HTTP, whatever its
-    /// outcome.
-    pub mqtt_forward: bool,
+    /// The store's own sinks (printer, display, exec, or log), for `actions` only.
+    sinks: Vec<SinkKind>,
+    actions: Vec<Action>,
+    /// `--mqtt`, and whether `--mqtt-forward` is on.
+    mqtt: Option<bool>,
 }
 
 impl OutputPlan {
-    pub fn sinks_for(&self, action: Action) -> &[SinkKind] {
-        if self.actions.contains(&action) {
-            &self.sinks
-        } else {
-            &[]
+    /// `sinks`: the store's own sinks ([`SinkKind::configured`]); `actions`:
+    /// `--print-actions`; `mqtt`: `Some(forward)` with `--mqtt`.
+    pub fn new(sinks: Vec<SinkKind>, actions: Vec<Action>, mqtt: Option<bool>) -> OutputPlan {
+        OutputPlan {
+            sinks,
+            actions,
+            mqtt,
         }
     }
 
-    /// Whether a new message gets an `mqtt` job: one job publishes everything this
-    /// message means to the broker (its forward, its event), in order with the others.
-    /// Only Douyin's own pushes are forwarded: never one that came from MQTT (no loops),
-    /// nor a test push, which a store box would take for a real one and report to
-    /// headquarters.
-    pub fn wants_mqtt(&self, source: Source, outcome: Outcome) -> bool {
-        (self.mqtt_forward && source == Source::Push)
-            || (self.mqtt_events && outcome == Outcome::Applied && source != Source::Test)
+    /// Every sink a job may go to, in [`SinkKind`] order.
+    pub fn kinds(&self) -> Vec<SinkKind> {
+        let mut kinds = self.sinks.clone();
+        kinds.extend(self.mqtt.map(|_| SinkKind::Mqtt));
+        kinds
     }
+
+    /// The sinks that get a job for a new message that came from `source` (as stored:
+    /// a `coupond send` push is `Test` whatever way it came), ended as `outcome`, and
+    /// is about `action` when it is a coupon event.
+    pub fn jobs_for(
+        &self,
+        source: Source,
+        outcome: Outcome,
+        action: Option<Action>,
+    ) -> Vec<SinkKind> {
+        let mut jobs = match action {
+            Some(a) if outcome == Outcome::Applied && self.actions.contains(&a) => {
+                self.sinks.clone()
+            }
+            _ => Vec::new(),
+        };
+        if let Some(forward) = self.mqtt {
+            if Publish::of(forward, source, outcome).any() {
+                jobs.push(SinkKind::Mqtt);
+            }
+        }
+        jobs
+    }
+}
+
+/// What one `mqtt` job publishes: one job stands for everything a message means to the
+/// broker (its forward, its event), in order with the others. Only Douyin's own pushes
+/// are forwarded: never one that came from MQTT (no loops), nor a test push, which a
+/// store box would take for a real one; and a test never reaches headquarters. The
+/// plan queues a job only when it publishes something, and the sink publishes exactly
+/// this, from the same stored source and outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    /// The relay's forward (`--mqtt-forward`) of a push that came over HTTP.
+    pub forward: bool,
+    /// Headquarters' event: an applied coupon message that is no test.
+    pub event: bool,
+}
+
+impl Publish {
+    pub fn of(forward_on: bool, source: Source, outcome: Outcome) -> Publish {
+        Publish {
+            forward: forward_on && source == Source::Push,
+            event: outcome == Outcome::Applied && source != Source::Test,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.forward || self.event
+    }
+}
+
+/// The relay's forward of a push, as published on `PREFIX/push/...` (`sinks::mqtt`
+/// writes it, `sources::mqtt` reads it back): the signed body exactly as it came.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// The raw body, exactly as signed.
+    pub body: String,
+    pub signature: Option<String>,
+    pub msg_id: Option<String>,
 }
 
 /// How a message came (`messages.source`, SPEC §5).
@@ -274,5 +333,78 @@ impl SinkKind {
 impl std::fmt::Display for SinkKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_jobs_forward_only_douyins_own_pushes_and_report_no_test() {
+        let forward = OutputPlan::new(vec![SinkKind::Log], Action::ALL.to_vec(), Some(true));
+        let events = OutputPlan::new(vec![SinkKind::Log], Action::ALL.to_vec(), Some(false));
+        let mqtt = |plan: &OutputPlan, source, outcome| {
+            plan.jobs_for(source, outcome, Some(Action::Verify))
+                .contains(&SinkKind::Mqtt)
+        };
+        use Outcome::*;
+        use Source::*;
+        for (source, outcome, forwarded, event) in [
+            (Push, Applied, true, true),
+            (Push, Stale, true, false),
+            (Push, Challenge, true, false),
+            (Mqtt, Applied, false, true),
+            (Mqtt, Duplicate, false, false),
+            (Reconcile, Applied, false, true),
+            (Test, Applied, false, false),
+        ] {
+            assert_eq!(
+                Publish::of(true, source, outcome),
+                Publish {
+                    forward: forwarded,
+                    event
+                },
+                "{source:?} {outcome:?}"
+            );
+            assert_eq!(
+                mqtt(&forward, source, outcome),
+                forwarded || event,
+                "{source:?} {outcome:?}"
+            );
+            assert_eq!(
+                mqtt(&events, source, outcome),
+                event,
+                "{source:?} {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stores_own_sinks_get_applied_coupons_of_the_print_actions_only() {
+        let plan = OutputPlan::new(
+            vec![SinkKind::Printer, SinkKind::Exec],
+            vec![Action::Verify],
+            None,
+        );
+        let own = [SinkKind::Printer, SinkKind::Exec];
+        assert_eq!(
+            plan.jobs_for(Source::Push, Outcome::Applied, Some(Action::Verify)),
+            own
+        );
+        assert_eq!(
+            plan.jobs_for(Source::Test, Outcome::Applied, Some(Action::Verify)),
+            own
+        );
+        assert!(plan
+            .jobs_for(Source::Push, Outcome::Applied, Some(Action::VerifyCancel))
+            .is_empty());
+        assert!(plan
+            .jobs_for(Source::Push, Outcome::Duplicate, Some(Action::Verify))
+            .is_empty());
+        assert!(plan
+            .jobs_for(Source::Push, Outcome::Applied, None)
+            .is_empty());
+        assert_eq!(plan.kinds(), own);
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff;
-use crate::model::{Job, JobEvent, SinkKind};
+use crate::coupon::Action;
+use crate::model::{Job, JobEvent, OutputPlan, SinkKind};
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -53,17 +54,22 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// The output plan of these settings with `--print-actions` `actions`.
+    pub fn plan(&self, actions: &[Action]) -> OutputPlan {
+        OutputPlan::new(
+            SinkKind::configured(
+                self.receipts.printer.is_some(),
+                self.display,
+                self.exec.is_some(),
+            ),
+            actions.to_vec(),
+            self.mqtt.as_ref().map(|p| p.forward),
+        )
+    }
+
     /// Every configured sink: the store's own, then MQTT.
     pub fn kinds(&self) -> Vec<SinkKind> {
-        let mut kinds = SinkKind::configured(
-            self.receipts.printer.is_some(),
-            self.display,
-            self.exec.is_some(),
-        );
-        if self.mqtt.is_some() {
-            kinds.push(SinkKind::Mqtt);
-        }
-        kinds
+        self.plan(&[]).kinds()
     }
 
     /// The configured sinks, in [`SinkKind`] order. `feed` is the display's, present

@@ -109,22 +109,18 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
         Kind::Ignored => (Outcome::Ignored, None, None),
         Kind::Invalid(reason) => (Outcome::Invalid, Some(reason.as_str()), None),
     };
-    let message_id = insert_message(tx, a, msg, outcome, error, &sha1)?;
-    let mut outputs = 0;
-    if let (Outcome::Applied, Some(c)) = (outcome, cert) {
-        for sink in plan.sinks_for(c.action) {
-            insert_output(tx, message_id, *sink, &a.received_at, false)?;
-            outputs += 1;
-        }
-    }
-    if plan.wants_mqtt(a.source, outcome) {
-        insert_output(tx, message_id, SinkKind::Mqtt, &a.received_at, false)?;
-        outputs += 1;
+    // The source as stored: a `coupond send` push is a test whichever way it came, and
+    // the plan decides from the same word the sinks will read back.
+    let source = if msg.test { Source::Test } else { a.source };
+    let message_id = insert_message(tx, a, msg, source, outcome, error, &sha1)?;
+    let jobs = plan.jobs_for(source, outcome, cert.map(|c| c.action));
+    for sink in &jobs {
+        insert_output(tx, message_id, *sink, &a.received_at, false)?;
     }
     Ok(Ack::Recorded {
         message_id,
         outcome,
-        outputs,
+        outputs: jobs.len(),
     })
 }
 
@@ -176,6 +172,7 @@ fn insert_message(
     tx: &Transaction,
     a: &Arrival,
     msg: &Message,
+    source: Source,
     outcome: Outcome,
     error: Option<&str>,
     sha1: &str,
@@ -208,7 +205,7 @@ fn insert_message(
         cert.and_then(|c| c.order_id.as_ref()),
         cert.and_then(|c| c.code.as_ref()),
         cert.and_then(|c| c.account_id.as_ref()),
-        if msg.test { Source::Test } else { a.source },
+        source,
         a.signature.as_deref().map(cap_header),
     ])?;
     Ok(tx.last_insert_rowid())

@@ -388,43 +388,6 @@ mod tests {
     }
 
     #[test]
-    fn mqtt_jobs_forward_only_douyins_own_pushes_and_report_no_test() {
-        let plan = OutputPlan {
-            sinks: vec![SinkKind::Log],
-            actions: Action::ALL.to_vec(),
-            mqtt_events: false,
-            mqtt_forward: true,
-        };
-        let events = OutputPlan {
-            mqtt_events: true,
-            mqtt_forward: false,
-            ..plan.clone()
-        };
-        use Outcome::*;
-        use Source::*;
-        for (source, outcome, forward, event) in [
-            (Push, Applied, true, true),
-            (Push, Stale, true, false),
-            (Push, Challenge, true, false),
-            (Mqtt, Applied, false, true),
-            (Mqtt, Duplicate, false, false),
-            (Reconcile, Applied, false, true),
-            (Test, Applied, false, false),
-        ] {
-            assert_eq!(
-                plan.wants_mqtt(source, outcome),
-                forward,
-                "{source:?} {outcome:?}"
-            );
-            assert_eq!(
-                events.wants_mqtt(source, outcome),
-                event,
-                "{source:?} {outcome:?}"
-            );
-        }
-    }
-
-    #[test]
     fn migrating_a_version_2_database_keeps_its_output_jobs() {
         let path = scratch("v2");
         {
