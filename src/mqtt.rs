@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, TlsConfiguration, Transport};
 use tokio::sync::watch;
 
-use crate::outbox::backoff;
+use crate::backoff;
 use crate::shutdown::{self, Stop};
 use crate::writer::Writer;
 
@@ -196,7 +196,7 @@ impl Reconnect {
     /// doubling to 60 s). Returns false when the stop came meanwhile.
     pub async fn failed(&mut self, broker: &Broker, error: &str, stop: &mut Stop) -> bool {
         self.failures += 1;
-        let wait = backoff(self.failures);
+        let wait = backoff::OUTBOX.wait(self.failures);
         // One line per failure; with the backoff that is at most one a minute.
         log::warn!("{}: {broker}: {error}; reconnecting in {wait:?}", self.name);
         self.report(LinkState::Connecting(format!("{broker}: {error}")))

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::commands::serve::DaemonLock;
 use crate::config::PrintTestConfig;
+use crate::model::{Attempt, AttemptOutcome};
 use crate::sinks::receipt;
-use crate::store::{Attempt, AttemptOutcome, Store};
+use crate::store::Store;
 use crate::time;
 
 /// How long to wait for the running daemon to print it (its idle poll is 5 s; a
@@ -24,7 +25,7 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
         .printer()
         .ok_or("'coupond print-test' needs --printer")?;
     let body = serde_json::json!({
-        "event": crate::store::PRINT_TEST_EVENT,
+        "event": crate::model::PRINT_TEST_EVENT,
         "printer": printer.dest.to_string(),
         "requested_at": time::now_rfc3339(),
     })

@@ -3,7 +3,7 @@
 //! it up within a few seconds (or at its next start).
 
 use crate::config::ReprintConfig;
-use crate::sinks::SinkKind;
+use crate::model::SinkKind;
 use crate::store::Store;
 
 pub fn run(cfg: &ReprintConfig) -> Result<(), String> {

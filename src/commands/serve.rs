@@ -33,6 +33,7 @@ use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNE
 use crate::douyin;
 use crate::intake::Apps;
 use crate::lookup;
+use crate::model::OutputPlan;
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::ratelimit::{self, Limits};
@@ -40,11 +41,11 @@ use crate::retention;
 use crate::server;
 use crate::shutdown::{self, Stop, Trigger};
 use crate::sinks::display::{self, Feed};
-use crate::sinks::{Sink, SinkKind};
+use crate::sinks::Sink;
 use crate::sources::catchup;
 use crate::sources::mqtt as mqtt_source;
 use crate::sources::webhook::{self, Webhook};
-use crate::store::{OutputPlan, Store};
+use crate::store::Store;
 use crate::tls;
 use crate::writer::Writer;
 
@@ -259,17 +260,8 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         .outputs
         .build(display.as_ref().map(|(_, feed)| feed.clone()));
     warn_orphaned_jobs(&store, &sinks);
-    let plan = OutputPlan {
-        sinks: sinks
-            .iter()
-            .map(|s| s.kind())
-            .filter(|k| *k != SinkKind::Mqtt)
-            .collect(),
-        actions: cfg.print_actions.clone(),
-        mqtt_events: cfg.outputs.mqtt.is_some(),
-        mqtt_forward: cfg.outputs.mqtt.as_ref().is_some_and(|p| p.forward),
-        details: cfg.catchup.as_ref().is_some_and(|c| c.details.is_some()),
-    };
+    let details = cfg.catchup.as_ref().is_some_and(|c| c.details.is_some());
+    let plan = cfg.outputs.plan(&cfg.print_actions).with_details(details);
     match reverify::pass(&mut store, &cfg.apps, &plan) {
         Ok(r) if r.recovered > 0 => {
             log::warn!("reverify: {r} (they were rejected under an earlier configuration)")

@@ -471,6 +471,8 @@ pub const REVERIFY: Command = Command {
         &DISPLAY_LISTEN,
         &EXEC,
         &PRINT_ACTIONS,
+        &MQTT,
+        &MQTT_FORWARD,
     ],
 };
 

@@ -22,11 +22,12 @@ use tokio::sync::watch;
 
 use crate::coupon::Action;
 use crate::details::{yuan, Details};
+use crate::model::JobEvent;
 use crate::sanitize;
 use crate::server::{json, text, Body};
 use crate::shutdown::{self, Stop};
 use crate::sinks::mask_code;
-use crate::store::{CertificateRow, JobEvent};
+use crate::store::CertificateRow;
 use crate::time;
 
 /// Coupons the feed keeps (the page shows them all).

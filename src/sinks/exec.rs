@@ -31,8 +31,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
 use crate::details::Details;
+use crate::model::{Job, JobEvent};
 use crate::sanitize;
-use crate::store::{Job, JobEvent};
 
 /// How much of a hook's output (stdout and stderr together) is kept.
 pub const OUTPUT_KEPT: usize = 4096;
@@ -342,7 +342,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::coupon::Action;
     use crate::intake::Outcome;
-    use crate::store::{Origin, Source};
+    use crate::model::{Origin, Source};
 
     /// The README's example job: an applied verify pushed over HTTP.
     pub(crate) fn sample_job() -> Job {
@@ -432,7 +432,7 @@ pub(crate) mod tests {
             log_id: None,
             received_at: String::new(),
             body: String::new(),
-            source: crate::store::Source::Push,
+            source: crate::model::Source::Push,
             details: None,
         }
     }

@@ -23,10 +23,9 @@ use rumqttc::{Event, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::exec::HookPayload;
-use crate::intake::Outcome;
+use crate::model::{Forwarded, Job, Publish};
 use crate::mqtt::{self, Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
-use crate::store::{Job, Source};
 use crate::writer::Writer;
 
 /// One attempt: waiting for the connection, then for each PUBACK.
@@ -99,15 +98,16 @@ impl MqttSink {
             mqtt::level(o.account_id.as_deref())
         );
         let mut out = Vec::new();
-        if self.publisher.forward && o.source == Source::Push {
+        let publish = Publish::of(self.publisher.forward, o.source, o.outcome);
+        if publish.forward {
             let payload = Forwarded {
-                body: &o.body,
-                signature: o.signature.as_deref(),
-                msg_id: o.msg_id.as_deref(),
+                body: o.body.clone(),
+                signature: o.signature.clone(),
+                msg_id: o.msg_id.clone(),
             };
             out.push((format!("{prefix}/push/{tail}"), to_json(&payload)?));
         }
-        if o.outcome == Outcome::Applied && o.source != Source::Test && job.event.is_some() {
+        if publish.event && job.event.is_some() {
             let payload = EventPayload {
                 hook: HookPayload::of(job)?,
                 signature: o.signature.as_deref(),
@@ -152,15 +152,6 @@ impl MqttSink {
             .await
             .map_err(|_| "the MQTT connection task has stopped".to_string())?
     }
-}
-
-/// The relay's forward of a push (`sources::mqtt` reads it back).
-#[derive(serde::Serialize)]
-struct Forwarded<'a> {
-    /// The raw body, exactly as signed.
-    body: &'a str,
-    signature: Option<&'a str>,
-    msg_id: Option<&'a str>,
 }
 
 /// An event for headquarters: the hook's JSON plus what proves where it came from.
@@ -239,6 +230,8 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intake::Outcome;
+    use crate::model::Source;
     use crate::sinks::exec::tests::sample_job;
 
     fn sink(forward: bool) -> MqttSink {

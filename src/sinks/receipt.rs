@@ -13,9 +13,9 @@
 
 use crate::coupon::Action;
 use crate::details::{store_name, yuan, Details};
+use crate::model::JobEvent;
 use crate::sanitize::{self, RECEIPT_FIELD};
 use crate::sinks::mask_code;
-use crate::store::JobEvent;
 use crate::time;
 
 /// What a receipt line is, before it becomes bytes.
@@ -275,7 +275,7 @@ pub fn escpos(lines: &[Line], columns: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Source;
+    use crate::model::Source;
 
     fn event(action: Action, code: Option<&str>) -> JobEvent {
         JobEvent {

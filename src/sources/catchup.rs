@@ -7,7 +7,7 @@
 //! [`MAX_BACK`] into the past; the first one covers the last day. The end of each
 //! finished step is written to the database, so a restart or a power cut resumes where
 //! it stopped, without a gap. Sweeps run at start, every `--reconcile-every`, and after
-//! a failure again with [`backoff`]; none runs while the clock is earlier than the
+//! a failure again with [`backoff::CATCHUP`]; none runs while the clock is earlier than the
 //! binary's build (a box without a real-time clock boots in 1970 until NTP runs).
 //!
 //! Each record becomes the messages it stands for ([`messages`]): a `verify` at
@@ -29,11 +29,12 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
+use crate::backoff;
 use crate::coupon::Action;
 use crate::douyin::{self, ApiError, Query, Record};
 use crate::intake::{Intake, Kind, Message, Outcome};
+use crate::model::{Ack, Arrival, Source};
 use crate::shutdown::{self, Stop};
-use crate::store::{Ack, Arrival, Source};
 use crate::time;
 use crate::wire::{CertificateMsg, EVENT_CERTIFICATE};
 use crate::writer::Writer;
@@ -107,12 +108,6 @@ pub fn next_len(len: i64, records: i64) -> i64 {
     } else {
         len
     }
-}
-
-/// The wait before retry number `failures` (1-based): 5 s doubling to 10 minutes.
-pub fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(7);
-    Duration::from_secs((5u64 << exp).min(600))
 }
 
 /// A message a record stands for.
@@ -255,7 +250,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = backoff(failures);
+                    let wait = backoff::CATCHUP.wait(failures.into());
                     log::warn!("catch-up: sweep failed: {e}; retry in {wait:?}");
                     let error = e.clone();
                     let account = sweeper.settings.account_id.clone();
@@ -521,12 +516,6 @@ mod tests {
         assert_eq!(next_len(600, 10), 1200);
         assert_eq!(next_len(600, MAX_BUFFERED), 600);
         assert_eq!(next_len(STEP, 0), STEP);
-    }
-
-    #[test]
-    fn backoff_doubles_from_five_seconds_to_ten_minutes() {
-        let secs: Vec<u64> = (1..=10).map(|f| backoff(f).as_secs()).collect();
-        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
     }
 
     fn record(verify_id: &str, status: i64, cancel: Option<i64>) -> Record {

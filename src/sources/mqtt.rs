@@ -25,9 +25,9 @@ use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::watch;
 
 use crate::intake::{self, Apps, Intake};
+use crate::model::{Ack, Arrival, Forwarded, Source};
 use crate::mqtt::{Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
-use crate::store::{Ack, Arrival, Source};
 use crate::time;
 use crate::writer::{Committed, Writer};
 
@@ -51,14 +51,6 @@ impl Subscriber {
             })
             .collect()
     }
-}
-
-/// A relay's forward, as published by `sinks::mqtt`.
-#[derive(serde::Deserialize)]
-struct Forwarded {
-    body: String,
-    signature: Option<String>,
-    msg_id: Option<String>,
 }
 
 /// Classifies one MQTT payload, purely: a forwarded push through the same intake as

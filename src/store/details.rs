@@ -13,8 +13,9 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use super::{Arrival, Job, Result, Source, Store};
+use super::{Result, Store};
 use crate::details::{self, Details};
+use crate::model::{Arrival, Job, Source};
 use crate::wire::CertificateMsg;
 
 /// A coupon whose details are to be asked for.
@@ -233,12 +234,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Intake, Message, OutputPlan};
     use super::*;
     use crate::coupon::Action;
     use crate::details::DetailsOrigin;
     use crate::intake::Kind;
-    use crate::sinks::SinkKind;
+    use crate::intake::{Intake, Message};
+    use crate::model::OutputPlan;
+    use crate::model::SinkKind;
 
     fn store(name: &str) -> (Store, std::path::PathBuf) {
         let dir =
@@ -274,12 +276,7 @@ mod tests {
     }
 
     fn plan() -> OutputPlan {
-        OutputPlan {
-            sinks: vec![SinkKind::Printer],
-            actions: Action::ALL.to_vec(),
-            details: true,
-            ..Default::default()
-        }
+        OutputPlan::new(vec![SinkKind::Printer], Action::ALL.to_vec(), None).with_details(true)
     }
 
     fn found(id: &str) -> LookupEnd {
@@ -380,10 +377,7 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].certificate_id, "c8", "a bare record is looked up");
         // Details off: nothing is stored or queued.
-        let off = OutputPlan {
-            details: false,
-            ..plan()
-        };
+        let off = plan().with_details(false);
         s.ingest(
             &[arrival("c7", Some("o7"), Source::Push, false, "{}")],
             &off,
