@@ -9,7 +9,7 @@
 //!   jobs for the coupon were waiting, is woken (`ended`);
 //! - Douyin's answer lacks the coupon: final, one log line;
 //! - a failure (Douyin down, slow, answering garbage or refusing): asked again after
-//!   [`retry_wait`] (1 s doubling to 30 s), for [`GIVE_UP_AFTER`], then given up. The
+//!   [`backoff::DETAILS`] (1 s doubling to 30 s), for [`GIVE_UP_AFTER`], then given up. The
 //!   day report needs the amounts, so a lookup outlives the receipt's short wait.
 //!
 //! Outputs never wait on this task beyond `--details-wait` (the outbox's rule), and
@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::backoff;
 use crate::details::Answer;
 use crate::douyin::{self, ApiError};
 use crate::ratelimit::Throttle;
@@ -39,13 +40,6 @@ const BATCH: usize = 10;
 /// How long an idle task sleeps before it looks again (work queued by this daemon wakes
 /// it at once; this only covers what another process queued).
 const IDLE: Duration = Duration::from_secs(60);
-
-/// The wait before query number `attempt + 1` of a lookup that failed `attempt` times:
-/// 1 s doubling to 30 s (SPEC §13: at most 30 s apart).
-pub fn retry_wait(attempt: i64) -> Duration {
-    let exp = (attempt.max(1) - 1).min(5) as u32;
-    Duration::from_secs((1u64 << exp).min(30))
-}
 
 /// What the lookup needs beside the session.
 pub struct Lookups {
@@ -138,7 +132,7 @@ fn failed(lookup: &Lookup, e: &ApiError, now_ms: i64) -> LookupEnd {
     if lookup.created_at < oldest {
         return LookupEnd::GiveUp(e.to_string());
     }
-    let wait = retry_wait(lookup.attempts + 1);
+    let wait = backoff::DETAILS.wait(lookup.attempts + 1);
     LookupEnd::Retry {
         error: e.to_string(),
         next_at: time::rfc3339_millis(now_ms + wait.as_millis() as i64),
@@ -189,12 +183,6 @@ async fn record(l: &Lookups, lookup: &Lookup, end: LookupEnd, failures: &mut Thr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retries_double_from_one_second_to_thirty() {
-        let secs: Vec<u64> = (0..=8).map(|a| retry_wait(a).as_secs()).collect();
-        assert_eq!(secs, [1, 1, 2, 4, 8, 16, 30, 30, 30]);
-    }
 
     #[test]
     fn a_failure_is_retried_for_a_day_then_given_up() {
