@@ -123,7 +123,11 @@ pub async fn run_sink(
             }
             continue;
         }
-        let jobs = match writer.call(move |s| s.pending_jobs(kind, batch)).await {
+        let held_after = time::now_millis() - details.wait.as_millis() as i64;
+        let jobs = match writer
+            .call(move |s| s.pending_jobs_held(kind, batch, Some(held_after)))
+            .await
+        {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(e)) => {
                 log::error!("{name}: cannot read pending outputs: {e}");
@@ -133,6 +137,9 @@ pub async fn run_sink(
         };
         let now_ms = time::now_millis();
         let (ready, held_until) = details.ready(&jobs, now_ms);
+        // A job held for its details holds the queue: new jobs go behind it, so commits
+        // need not wake this loop (under load that would be a read per commit).
+        let held = ready == 0 && held_until.is_some();
         let waiting = match (jobs.first(), retry) {
             (Some(job), Some((id, at))) if job.id == id && at > Instant::now() => Some(at),
             (Some(_), _) if ready == 0 => {
@@ -145,7 +152,7 @@ pub async fn run_sink(
         if let Some(until) = waiting {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
-                r = changes.changed() => if r.is_err() { return },
+                r = changes.changed(), if !held => if r.is_err() { return },
                 _ = details.ended() => {}
                 _ = shutdown::stopped(&mut stop) => return,
             }

@@ -142,25 +142,43 @@ impl Store {
     }
 
     /// Gives each coupon job its details, or, while they are being looked up, the time
-    /// it was queued (see [`Job::awaiting_details`]).
-    pub(super) fn add_details(&self, jobs: &mut [Job]) -> Result<()> {
-        for job in jobs {
+    /// it was queued (see [`Job::awaiting_details`]). With `held_after` (Unix ms), the
+    /// list ends at the first job queued after it that still awaits its details: the
+    /// outbox holds its queue there, so what is behind need not be read yet.
+    pub(super) fn add_details(&self, jobs: &mut Vec<Job>, held_after: Option<i64>) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {}, CASE WHEN d.certificate_id IS NULL AND EXISTS (
+                    SELECT 1 FROM lookups l WHERE l.certificate_id = ?2 AND l.state = 'pending')
+                  THEN CAST(round((julianday(o.created_at) - 2440587.5) * 86400000) AS INTEGER)
+                  END
+             FROM outputs o LEFT JOIN details d ON d.certificate_id = ?2 WHERE o.id = ?1",
+            DETAILS_COLUMNS
+                .split(',')
+                .map(|c| format!("d.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))?;
+        for i in 0..jobs.len() {
+            let job = &mut jobs[i];
             let Some(event) = job.event.as_mut() else {
                 continue;
             };
-            event.details = self.details_of(&event.certificate_id)?;
-            if event.details.is_some() {
-                continue;
+            let (details, awaiting) = stmt
+                .query_row(params![job.id, event.certificate_id], |r| {
+                    let known = r.get::<_, Option<String>>(0)?.is_some();
+                    Ok((known.then(|| details_row(r)).transpose()?, r.get(11)?))
+                })
+                .optional()?
+                .unwrap_or((None, None));
+            event.details = details;
+            job.awaiting_details = awaiting;
+            if awaiting
+                .zip(held_after)
+                .is_some_and(|(queued, after)| queued > after)
+            {
+                jobs.truncate(i + 1);
+                break;
             }
-            job.awaiting_details = self
-                .conn
-                .prepare_cached(
-                    "SELECT CAST(round((julianday(o.created_at) - 2440587.5) * 86400000) AS INTEGER)
-                     FROM outputs o WHERE o.id = ?1 AND EXISTS (
-                         SELECT 1 FROM lookups l WHERE l.certificate_id = ?2 AND l.state = 'pending')",
-                )?
-                .query_row(params![job.id, event.certificate_id], |r| r.get(0))
-                .optional()?;
         }
         Ok(())
     }
@@ -318,6 +336,15 @@ mod tests {
         // Queued at the commit's time, read from the database: the same after a restart.
         let at = Some(1_796_428_800_000);
         assert_eq!(waits, [at, at, None, None]);
+        // The outbox's read stops at the first job still held (queued after the cut-off).
+        let held = s
+            .pending_jobs_held(SinkKind::Printer, 10, Some(1_796_428_799_999))
+            .unwrap();
+        assert_eq!(held.len(), 1);
+        let due = s
+            .pending_jobs_held(SinkKind::Printer, 10, Some(1_796_428_800_000))
+            .unwrap();
+        assert_eq!(due.len(), 4, "its wait is over: nothing is held");
         s.end_lookup("c1", &found("c1")).unwrap();
         s.end_lookup("c2", &LookupEnd::Absent("not listed".into()))
             .unwrap();

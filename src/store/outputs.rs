@@ -15,6 +15,18 @@ impl Store {
     /// Up to `limit` of `sink`'s pending jobs, oldest first: each sink's queue is
     /// worked strictly in order.
     pub fn pending_jobs(&self, sink: SinkKind, limit: usize) -> Result<Vec<Job>> {
+        self.pending_jobs_held(sink, limit, None)
+    }
+
+    /// [`Store::pending_jobs`], ending at the first job queued after `held_after`
+    /// (Unix ms) that still waits for its coupon's details: the outbox's read, which
+    /// holds the queue there (SPEC §13).
+    pub fn pending_jobs_held(
+        &self,
+        sink: SinkKind,
+        limit: usize,
+        held_after: Option<i64>,
+    ) -> Result<Vec<Job>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
@@ -65,7 +77,7 @@ impl Store {
             })
         })?;
         let mut jobs = rows.collect::<Result<Vec<_>>>()?;
-        self.add_details(&mut jobs)?;
+        self.add_details(&mut jobs, held_after)?;
         Ok(jobs)
     }
 

@@ -188,6 +188,8 @@ pub struct State {
     pub queries: Vec<Vec<(String, String)>>,
     /// What `certificate/query` knows, by order.
     pub deals: Vec<FakeDeal>,
+    /// Deals made up for an order `deals` does not hold (the benchmark's pushes).
+    pub deals_for: Option<fn(&str) -> Vec<FakeDeal>>,
     /// How `certificate/query` alone answers (after `mode`).
     pub details_mode: Mode,
     /// Answer `certificates_v2` instead of `certificates`.
@@ -267,6 +269,7 @@ impl FakeDouyin {
             tokens_issued: 0,
             queries: Vec::new(),
             deals: Vec::new(),
+            deals_for: None,
             details_mode: Mode::Normal,
             certificates_v2: false,
             certificate_queries: Vec::new(),
@@ -506,12 +509,15 @@ fn documented(state: &Arc<Mutex<State>>, req: &Req) -> (u16, String) {
                 return (200, error(2100005, "missing parameter order_id"));
             };
             let v2 = s.certificates_v2;
-            let entries: Vec<Value> = s
+            let mut entries: Vec<Value> = s
                 .deals
                 .iter()
                 .filter(|d| &d.order_id == order)
                 .map(|d| d.entry(v2))
                 .collect();
+            if let (true, Some(made_up)) = (entries.is_empty(), s.deals_for) {
+                entries = made_up(order).iter().map(|d| d.entry(v2)).collect();
+            }
             let key = if v2 {
                 "certificates_v2"
             } else {
