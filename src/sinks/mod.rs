@@ -240,6 +240,18 @@ pub fn describe(e: &JobEvent, reprint: bool) -> String {
         e.action,
         e.action.headline_zh()
     );
+    // What was bought, when known (the logger sanitizes the whole line).
+    if let Some(d) = &e.details {
+        if let Some(t) = &d.title {
+            s += &format!(", {t}");
+        }
+        if let Some(pay) = d.pay_amount {
+            s += &format!(", paid {}", crate::details::yuan(pay));
+        }
+        if let Some(poi) = &d.poi_id {
+            s += &format!(", POI {poi}");
+        }
+    }
     if let Some(o) = &e.order_id {
         s += &format!(", order {o}");
     }
@@ -265,6 +277,19 @@ pub fn mask_code(code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_line_says_what_was_bought_when_known() {
+        let mut job = crate::sinks::exec::tests::sample_job();
+        let e = job.event.as_mut().unwrap();
+        assert!(!describe(e, false).contains("paid"));
+        e.details = Some(crate::sinks::exec::tests::sample_details());
+        let line = describe(e, false);
+        assert!(
+            line.contains("coupon 456 verify (核销成功), 双人套餐, paid 99.00, POI 7100000000000000123, order 123"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn codes_are_masked_but_for_the_last_four() {
