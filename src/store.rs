@@ -172,6 +172,15 @@ CREATE TABLE links (
     detail  TEXT               -- the broker, or why the last connection failed
 );
 "#,
+    r#"
+-- What the running daemon has (written at each start, replacing the last run's), so that
+-- `check`, `print-test` and `reprint` tell the truth about what it will do.
+CREATE TABLE daemon (
+    part    TEXT PRIMARY KEY,  -- 'listen', 'display' or an output: 'printer', 'exec', ...
+    detail  TEXT,              -- its address or destination
+    since   TEXT NOT NULL      -- when that daemon started
+);
+"#,
 ];
 
 pub type Result<T> = rusqlite::Result<T>;
@@ -679,7 +688,8 @@ impl Store {
             .optional()
     }
 
-    /// Records delivery attempts in one transaction.
+    /// Records delivery attempts in one transaction. A job given up meanwhile
+    /// ([`Store::cancel_job`]) stays given up unless this attempt delivered it.
     pub fn finish_jobs(&mut self, results: &[Attempt]) -> Result<()> {
         let tx = self.conn.transaction()?;
         let now = time::now_rfc3339();
@@ -692,7 +702,7 @@ impl Store {
             tx.prepare_cached(
                 "UPDATE outputs SET attempts = attempts + 1, state = ?2, last_error = ?3,
                         done_at = CASE ?2 WHEN 'done' THEN ?4 ELSE done_at END
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND (state = 'pending' OR ?2 = 'done')",
             )?
             .execute(params![a.id, state, error, now])?;
         }
@@ -1036,6 +1046,52 @@ impl Store {
             )?,
             links: self.links()?,
         })
+    }
+
+    /// Records what this daemon runs (its ports and outputs, with their address or
+    /// destination), replacing what the previous run recorded.
+    pub fn record_daemon(&mut self, parts: &[(&str, String)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM daemon", [])?;
+        let now = time::now_rfc3339();
+        for (part, detail) in parts {
+            tx.execute(
+                "INSERT INTO daemon (part, detail, since) VALUES (?1, ?2, ?3)",
+                params![part, detail, now],
+            )?;
+        }
+        tx.commit()
+    }
+
+    /// What the last daemon on this database recorded at its start: part and detail.
+    /// Empty for a database no daemon of this schema has run on.
+    pub fn daemon_parts(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT part, coalesce(detail, '') FROM daemon ORDER BY part")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Whether the newest message is a `coupond print-test` request (which `status`
+    /// names as such rather than by its outcome).
+    pub fn last_message_is_print_test(&self) -> Result<bool> {
+        self.conn.query_row(
+            "SELECT coalesce((SELECT event = ?1 FROM messages
+                              ORDER BY last_received_at DESC, id DESC LIMIT 1), 0)",
+            [PRINT_TEST_EVENT],
+            |r| r.get(0),
+        )
+    }
+
+    /// Gives up a pending output job (a `print-test` that stopped waiting), so that it
+    /// never prints later; `false` when it was no longer pending.
+    pub fn cancel_job(&mut self, id: i64, why: &str) -> Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE outputs SET state = 'failed', last_error = ?2 WHERE id = ?1 AND state = 'pending'",
+            params![id, why],
+        )?;
+        Ok(n == 1)
     }
 
     /// The end of the time catch-up has swept for `account_id` without a gap.

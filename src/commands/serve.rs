@@ -118,6 +118,42 @@ impl DaemonLock {
     }
 }
 
+/// What the daemon running on a database has, as it recorded at its start (the
+/// `daemon` table): its ports and outputs with their address or destination.
+pub struct RunningDaemon {
+    /// `None`: a daemon runs but recorded nothing (one older than that table).
+    parts: Option<Vec<(String, String)>>,
+}
+
+impl RunningDaemon {
+    /// The daemon that holds `db`'s lock, or `None` when none runs.
+    pub fn on(db: &Path) -> Option<RunningDaemon> {
+        if !DaemonLock::held(db) {
+            return None;
+        }
+        let parts = Store::open_read_only(db)
+            .ok()
+            .and_then(|s| s.daemon_parts().ok())
+            .filter(|p| !p.is_empty());
+        Some(RunningDaemon { parts })
+    }
+
+    /// Whether it recorded what it has.
+    pub fn known(&self) -> bool {
+        self.parts.is_some()
+    }
+
+    /// `Some(detail)` when it has `part` (`listen`, `printer`, ...), `None` when it
+    /// does not or did not say.
+    pub fn part(&self, part: &str) -> Option<&str> {
+        self.parts
+            .as_ref()?
+            .iter()
+            .find(|(p, _)| p == part)
+            .map(|(_, d)| d.as_str())
+    }
+}
+
 /// What start-up opened, bound and built, before anything runs.
 struct Started {
     _lock: DaemonLock,
@@ -248,6 +284,13 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
     let sinks = cfg
         .outputs
         .build(display.as_ref().map(|(_, feed)| feed.clone()));
+    store
+        .record_daemon(&daemon_parts(
+            cfg,
+            listener.as_ref(),
+            display.as_ref().map(|(l, _)| l),
+        ))
+        .map_err(|e| format!("cannot write to database {}: {e}", cfg.db.display()))?;
     warn_orphaned_jobs(&store, &sinks);
     let plan = OutputPlan {
         sinks: sinks
@@ -431,6 +474,45 @@ async fn bind_display(
     // A wrong secret shows from the start, not only from the next failed push.
     feed.reset_signature_failures(store.signature_failures_last_hour().unwrap_or(0) as usize);
     Ok((listener, Arc::new(feed)))
+}
+
+/// What this run has, for the database's `daemon` table: its ports as bound and its
+/// outputs with their destination, so that `check`, `print-test` and `reprint` can say
+/// what the running daemon will do.
+fn daemon_parts(
+    cfg: &ServeConfig,
+    listener: Option<&TcpListener>,
+    display: Option<&TcpListener>,
+) -> Vec<(&'static str, String)> {
+    let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(l) = listener {
+        parts.push(("listen", format!("{}{}", addr(l), cfg.path)));
+    }
+    if let Some(l) = display {
+        parts.push(("display-listen", addr(l)));
+    }
+    for kind in cfg.outputs.kinds() {
+        let detail = match kind {
+            SinkKind::Printer => cfg
+                .outputs
+                .receipts
+                .printer
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            SinkKind::Mqtt => cfg
+                .outputs
+                .mqtt
+                .as_ref()
+                .map(|p| format!("{}:{}", p.broker.host, p.broker.port))
+                .unwrap_or_default(),
+            // A hook's command line may hold a token: not copied.
+            SinkKind::Display | SinkKind::Exec | SinkKind::Log => String::new(),
+        };
+        parts.push((kind.name(), detail));
+    }
+    parts
 }
 
 /// Jobs queued for a sink this run does not have stay pending: say so once.

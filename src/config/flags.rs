@@ -281,6 +281,22 @@ pub const MQTT_PASSWORD_FILE: Flag = flag(
     "file holding the MQTT password (its first line); never a flag",
 );
 
+// `coupond print-test`.
+pub const PRINT_TEST_PRINTER: Flag = flag(
+    "printer",
+    "DEST",
+    None,
+    "the printer to test: a device or file (/dev/usb/lp0) or tcp://HOST[:PORT] (required: \
+     here or as COUPOND_PRINTER in the settings file)",
+);
+pub const WAIT: Flag = flag(
+    "wait",
+    "SECS",
+    Some("40"),
+    "how long to wait for the running daemon to print it; not printed by then, it is \
+     cancelled (it never prints later)",
+);
+
 // `coupond send`.
 pub const URL: Flag = flag(
     "url",
@@ -322,8 +338,17 @@ pub const CHALLENGE: Flag = flag(
     "send a verify_webhook URL check with this challenge instead",
 );
 
+// `coupond check`.
+pub const SETTINGS_ONLY: Flag = flag(
+    "settings-only",
+    "",
+    None,
+    "check only the settings file and the secrets, as a reload reads them (the unit's \
+     ExecReload= runs this before it signals the daemon)",
+);
+
 /// `serve`'s settings; `check` takes the same, to check what `serve` would use.
-const SERVE_FLAGS: &[&Flag] = &[
+const SERVE_FLAGS: [&Flag; 33] = [
     &CONFIG,
     &LISTEN,
     &PATH,
@@ -359,12 +384,23 @@ const SERVE_FLAGS: &[&Flag] = &[
     &LOG_LEVEL,
 ];
 
+/// `check`'s flags: `serve`'s and its own.
+const CHECK_FLAGS: [&Flag; SERVE_FLAGS.len() + 1] = {
+    let mut out = [&SETTINGS_ONLY; SERVE_FLAGS.len() + 1];
+    let mut i = 0;
+    while i < SERVE_FLAGS.len() {
+        out[i] = SERVE_FLAGS[i];
+        i += 1;
+    }
+    out
+};
+
 pub const SERVE: Command = Command {
     id: CommandId::Serve,
     name: "serve",
     about: "Receive Douyin coupon webhooks, record them in SQLite and tell the store",
     positional: None,
-    flags: SERVE_FLAGS,
+    flags: &SERVE_FLAGS,
 };
 
 pub const CHECK: Command = Command {
@@ -373,7 +409,7 @@ pub const CHECK: Command = Command {
     about: "Check everything serve would use (settings, secrets, database, ports, printer), \
             one line each; exit 1 if anything FAILs",
     positional: None,
-    flags: SERVE_FLAGS,
+    flags: &CHECK_FLAGS,
 };
 
 pub const PRINT_TEST: Command = Command {
@@ -385,11 +421,12 @@ pub const PRINT_TEST: Command = Command {
     flags: &[
         &CONFIG,
         &DB,
-        &PRINTER,
+        &PRINT_TEST_PRINTER,
         &PAPER_WIDTH,
         &STORE_NAME,
         &PRINTER_STATUS,
         &SERIAL_BAUD,
+        &WAIT,
     ],
 };
 

@@ -166,6 +166,8 @@ impl ServeConfig {
 pub struct PrintTestConfig {
     pub db: PathBuf,
     pub receipts: Receipts,
+    /// How long to wait for the running daemon to print it.
+    pub wait: Duration,
 }
 
 impl PrintTestConfig {
@@ -177,6 +179,7 @@ impl PrintTestConfig {
         Ok(PrintTestConfig {
             db: db(args)?,
             receipts,
+            wait: Duration::from_secs(args.value(&f::WAIT, parse_positive)?),
         })
     }
 }
