@@ -46,8 +46,12 @@ use crate::store::{OutputPlan, Store};
 use crate::tls;
 use crate::writer::Writer;
 
-/// Reads the apps (client keys and secrets) again, for a reload.
-pub type Reload = Box<dyn Fn() -> Result<Apps, String> + Send + Sync>;
+/// Reads the apps (client keys and secrets) again, for a reload, with the names of the
+/// other settings that changed (they apply at the next start).
+pub type Reload = Box<dyn Fn() -> Result<(Apps, Vec<String>), String> + Send + Sync>;
+
+/// What STATUS= keeps saying after a reload failed, until one succeeds.
+type ReloadNote = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Runs the daemon; returns an error line for start-up failures.
 pub fn run(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
@@ -207,8 +211,9 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
+    let note = ReloadNote::default();
     let mut tasks = spawn_beside_webhook(
-        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &stop,
+        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &note, &stop,
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
@@ -226,6 +231,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     notifier.send(&ready);
     let reloads = Reloads {
         reload,
+        note,
         display: feed,
         apps: apps_tx,
         writer: writer.clone(),
@@ -372,6 +378,7 @@ fn spawn_beside_webhook(
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
+    note: &ReloadNote,
     stop: &Stop,
 ) -> Result<JoinSet<()>, String> {
     let mut tasks = JoinSet::new();
@@ -431,6 +438,7 @@ fn spawn_beside_webhook(
             writer.clone(),
             every,
             catchup_health,
+            note.clone(),
             stop.clone(),
         ));
     }
@@ -537,6 +545,7 @@ async fn watchdog(
     writer: Writer,
     every: Duration,
     catchup: Option<(catchup::Health, Duration)>,
+    note: ReloadNote,
     mut stop: Stop,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -554,6 +563,9 @@ async fn watchdog(
                     if let Some(late) = catchup::overdue(now, since, complete, *sweep_every) {
                         status += &format!("; {late}");
                     }
+                }
+                if let Some(n) = note.lock().ok().and_then(|n| n.clone()) {
+                    status += &format!("; {n}");
                 }
                 notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"))
             }
@@ -577,6 +589,8 @@ struct Signals {
 /// What a reload needs: how to read the apps again and where they go.
 struct Reloads {
     reload: Reload,
+    /// Set while the last reload failed: the watchdog's STATUS= keeps saying so.
+    note: ReloadNote,
     /// The counter display, whose signature-failure banner a fixed secret clears.
     display: Option<Arc<Feed>>,
     apps: watch::Sender<Arc<Apps>>,
@@ -591,11 +605,36 @@ impl Reloads {
     /// rejected pushes with them, as at start.
     async fn reload(&self) {
         self.notifier.send("RELOADING=1");
-        match (self.reload)() {
-            Err(e) => log::error!("SIGHUP: reload failed, keeping the current secrets: {e}"),
-            Ok(apps) => {
+        let result = (self.reload)();
+        let note = result.as_ref().err().map(|e| {
+            format!(
+                "reload at {} failed, running on the settings before it: {e}",
+                crate::time::now_rfc3339()
+            )
+        });
+        if let Ok(mut n) = self.note.lock() {
+            n.clone_from(&note);
+        }
+        match result {
+            Err(e) => {
+                log::error!("SIGHUP: reload failed, keeping the current secrets and settings: {e}");
+                let status = self.ready.split("STATUS=").nth(1).unwrap_or_default();
+                self.notifier.send(&format!(
+                    "READY=1\nSTATUS={status}; {}",
+                    note.unwrap_or_default()
+                ));
+                return;
+            }
+            Ok((apps, changed)) => {
+                let later = match changed.is_empty() {
+                    true => "other settings apply at the next start".to_string(),
+                    false => format!(
+                        "changed, applied at the next start (systemctl restart coupond): {}",
+                        changed.join(", ")
+                    ),
+                };
                 log::info!(
-                    "SIGHUP: reloaded: {} app(s), {} secret(s) in use (other settings apply at the next start)",
+                    "SIGHUP: reloaded: {} app(s), {} secret(s) in use ({later})",
                     apps.client_keys.len(),
                     apps.secrets.len()
                 );
