@@ -1279,3 +1279,44 @@ fn wait_for_line(
     }
     false
 }
+
+/// cargo-deb deletes every other coupond package in its output directory; packaging/deb
+/// first moves them to previous/, where a rollback finds them.
+#[test]
+fn building_a_package_keeps_the_previous_ones_for_a_rollback() {
+    let dir = Scratch::new("keep-previous");
+    for name in [
+        "coupond_0.1.0_amd64.deb",
+        "coupond_0.1.0_armhf.deb",
+        "coupond_0.0.9_amd64.deb",
+    ] {
+        std::fs::write(dir.path(name), name).unwrap();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/keep-previous");
+    let out = std::process::Command::new(script)
+        .arg(&dir.0)
+        .arg("amd64")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("kept the previous package:"),
+        "{}",
+        stdout(&out)
+    );
+    for kept in ["coupond_0.1.0_amd64.deb", "coupond_0.0.9_amd64.deb"] {
+        assert_eq!(
+            std::fs::read_to_string(dir.path("previous").join(kept)).unwrap(),
+            kept
+        );
+        assert!(!dir.path(kept).exists());
+    }
+    // Another architecture's package is not this build's business.
+    assert!(dir.path("coupond_0.1.0_armhf.deb").exists());
+    let deb =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/deb")).unwrap();
+    let keep = deb
+        .find("packaging/keep-previous")
+        .expect("packaging/deb keeps them");
+    assert!(keep < deb.find("cargo deb --no-build").unwrap());
+}
