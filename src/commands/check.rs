@@ -497,6 +497,10 @@ fn sandboxed_printer(path: &Path, s: &Sandbox) -> Option<Line> {
         if let Err(e) = s.device(path) {
             return fail(format!("{}: {e} ({})", path.display(), s.source()));
         }
+        // A device is never created: a missing one is the printer's own FAIL below.
+        if !path.exists() {
+            return None;
+        }
     } else {
         let instead = format!(
             "{}/receipts.bin for a file printer (the unit's state directory)",
