@@ -4,13 +4,13 @@
 //! Two writers must never interleave on one printer, so when a daemon runs on the same
 //! database (it holds the [`DaemonLock`]) the receipt goes through its outbox as a
 //! `printer` job and this command waits to see it printed; otherwise it prints straight
-//! to the printer. Either way it is recorded as a test message about no coupon.
+//! to the printer. Either way it is recorded as an output job about no message (`Task::PrintTest`).
 
 use std::time::{Duration, Instant};
 
 use crate::commands::serve::DaemonLock;
 use crate::config::PrintTestConfig;
-use crate::model::{Attempt, AttemptOutcome};
+use crate::model::{Attempt, AttemptOutcome, OutputState, SinkKind, Task};
 use crate::sinks::receipt;
 use crate::store::Store;
 use crate::time;
@@ -24,17 +24,11 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
         .receipts
         .printer()
         .ok_or("'coupond print-test' needs --printer")?;
-    let body = serde_json::json!({
-        "event": crate::model::PRINT_TEST_EVENT,
-        "printer": printer.dest.to_string(),
-        "requested_at": time::now_rfc3339(),
-    })
-    .to_string();
     if cfg.db.exists() {
         if let Some(lock) = DaemonLock::take(&cfg.db)? {
             let mut store = Store::open_existing(&cfg.db, false)?;
             let id = store
-                .queue_print_test(&body)
+                .queue_task(Task::PrintTest, SinkKind::Printer)
                 .map_err(|e| format!("cannot record the print test: {e}"))?;
             let result = print_now(cfg, &printer);
             let outcome = match &result {
@@ -48,7 +42,7 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
             drop(lock);
             return result.map(|()| println!("printed a test receipt on {}", printer.dest));
         }
-        return through_daemon(cfg, &body);
+        return through_daemon(cfg);
     }
     print_now(cfg, &printer)?;
     println!(
@@ -82,10 +76,10 @@ fn print_now(
 }
 
 /// Queues the receipt for the running daemon's printer and waits for the result.
-fn through_daemon(cfg: &PrintTestConfig, body: &str) -> Result<(), String> {
+fn through_daemon(cfg: &PrintTestConfig) -> Result<(), String> {
     let mut store = Store::open_existing(&cfg.db, false)?;
     let id = store
-        .queue_print_test(body)
+        .queue_task(Task::PrintTest, SinkKind::Printer)
         .map_err(|e| format!("cannot queue the print test: {e}"))?;
     println!(
         "a coupond daemon runs on {}: queued the test receipt for its printer",
@@ -94,11 +88,11 @@ fn through_daemon(cfg: &PrintTestConfig, body: &str) -> Result<(), String> {
     let deadline = Instant::now() + WAIT;
     loop {
         match store.output_state(id).map_err(|e| e.to_string())? {
-            Some((state, _)) if state == "done" => {
+            Some((OutputState::Done, _)) => {
                 println!("printed by the running daemon");
                 return Ok(());
             }
-            Some((state, err)) if state == "failed" => {
+            Some((OutputState::Failed, err)) => {
                 return Err(format!("the daemon could not print it: {}", err.unwrap_or_default()))
             }
             Some((_, err)) if Instant::now() >= deadline => {

@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 use crate::commands::reverify;
 use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
+use crate::douyin::Douyin;
 use crate::intake::Apps;
 use crate::model::OutputPlan;
 use crate::notify::Notifier;
@@ -172,12 +173,22 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
+    // The apps (client keys, secrets) a reload swaps: the webhook's, and Douyin's token.
+    let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
+    let catchup = catchup.map(|settings| {
+        let douyin = Douyin::new(
+            settings.api.clone(),
+            settings.tls.clone(),
+            settings.client_key.clone(),
+            apps.clone(),
+        );
+        (settings, Arc::new(douyin))
+    });
     let mut tasks = spawn_beside_webhook(
         &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &stop,
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
-    let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
     let hook = Arc::new(Webhook {
         path: cfg.path.clone(),
         max_body: cfg.max_body,
@@ -304,7 +315,6 @@ fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, Stri
         every: c.every,
         api: c.api.clone(),
         client_key: cfg.apps.client_keys[0].clone(),
-        secrets: cfg.apps.secrets.clone(),
         tls,
     }))
 }
@@ -317,7 +327,7 @@ fn spawn_beside_webhook(
     cfg: &ServeConfig,
     sinks: &[Arc<Sink>],
     display: Option<(TcpListener, Arc<Feed>)>,
-    catchup: Option<catchup::Settings>,
+    catchup: Option<(catchup::Settings, Arc<Douyin>)>,
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
@@ -363,11 +373,12 @@ fn spawn_beside_webhook(
             stop.clone(),
         ));
     }
-    let catchup_health = catchup.map(|settings| {
+    let catchup_health = catchup.map(|(settings, douyin)| {
         let every = settings.every;
         let (health_tx, health) = watch::channel((crate::time::now_secs(), false));
         tasks.spawn(catchup::run(
             settings,
+            douyin,
             writer.clone(),
             health_tx,
             stop.clone(),

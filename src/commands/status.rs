@@ -8,6 +8,7 @@
 use crate::config::StatusConfig;
 use crate::coupon::Action;
 use crate::intake::Outcome;
+use crate::model::LinkName;
 use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
 use crate::store::{CatchupRow, Store, Summary};
@@ -51,7 +52,7 @@ pub fn render(db: &str, s: &Summary) -> String {
     );
     if s.test_messages > 0 {
         out += &format!(
-            "tests      {} test message(s) (coupond send, print-test), {} test coupon(s): not counted above\n",
+            "tests      {} test message(s) (coupond send), {} test coupon(s): not counted above\n",
             s.test_messages, s.test_coupons
         );
     }
@@ -105,10 +106,14 @@ pub fn render(db: &str, s: &Summary) -> String {
         if let Some(d) = &l.detail {
             line += &format!(" ({})", sanitize::text(d));
         }
-        if l.name == "mqtt" {
+        if l.name == LinkName::Mqtt {
             line += &format!("; {} queued", l.queued);
         }
-        let last = if l.name == "mqtt" { "publish" } else { "push" };
+        let last = if l.name == LinkName::Mqtt {
+            "publish"
+        } else {
+            "push"
+        };
         line += &format!(
             "; last {last} {}\n",
             l.last.as_deref().unwrap_or("none yet")

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::backoff;
 use crate::coupon::Action;
-use crate::model::{Job, JobEvent, OutputPlan, SinkKind};
+use crate::model::{Job, JobEvent, OutputPlan, SinkKind, Task, Work};
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -167,7 +167,7 @@ impl Sink {
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        if job.print_test {
+        if let Work::Task(Task::PrintTest) = job.work {
             return self.print_test().await;
         }
         match self {
