@@ -15,8 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use coupond::intake::{Intake, Kind, Message};
-use coupond::sinks::SinkKind;
-use coupond::store::{Arrival, Attempt, AttemptOutcome, OutputPlan, Store};
+use coupond::model::{Arrival, Attempt, AttemptOutcome, OutputPlan, SinkKind};
+use coupond::store::Store;
 use coupond::wire::CertificateMsg;
 
 fn arg(name: &str, default: i64) -> i64 {
@@ -40,11 +40,11 @@ fn main() {
     let db = dir.join("retention.db");
     let wal = dir.join("retention.db-wal");
     let mut store = Store::open(&db).unwrap();
-    let plan = OutputPlan {
-        sinks: vec![SinkKind::Log],
-        actions: coupond::coupon::Action::ALL.to_vec(),
-        ..Default::default()
-    };
+    let plan = OutputPlan::new(
+        vec![SinkKind::Log],
+        coupond::coupon::Action::ALL.to_vec(),
+        None,
+    );
     let day_ms = 86_400_000i64;
     let start_ms = coupond::time::now_millis() - 400 * day_ms;
     let started = Instant::now();
@@ -97,7 +97,7 @@ fn main() {
                                 account_id: Some("6900000000001".into()),
                             }),
                         }),
-                        source: coupond::store::Source::Push,
+                        source: coupond::model::Source::Push,
                         dedup: None,
                     }
                 })

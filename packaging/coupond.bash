@@ -18,7 +18,7 @@ _coupond() {
         send) COMPREPLY=($(compgen -W "--config --url --listen --path --client-key --secret-file --action --certificate-id --order-id --code --account-id --msg-time --log-id --challenge --help" -- "$cur")) ;;
         print-test) COMPREPLY=($(compgen -W "--config --db --printer --paper-width --store-name --printer-status --serial-baud --wait --help" -- "$cur")) ;;
         reprint) COMPREPLY=($(compgen -W "--config --db --help" -- "$cur")) ;;
-        reverify) COMPREPLY=($(compgen -W "--config --db --client-key --secret-file --printer --display-listen --exec --print-actions --help" -- "$cur")) ;;
+        reverify) COMPREPLY=($(compgen -W "--config --db --client-key --secret-file --printer --display-listen --exec --print-actions --mqtt --mqtt-forward --help" -- "$cur")) ;;
     esac
 }
 complete -F _coupond coupond

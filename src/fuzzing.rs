@@ -7,10 +7,10 @@
 //! Nothing here runs in the daemon.
 
 use crate::intake::{self, Apps, Intake, Kind, Message};
+use crate::model::JobEvent;
 use crate::sanitize;
 use crate::signature::sign;
 use crate::sinks::receipt;
-use crate::store::JobEvent;
 use crate::wire::CertificateMsg;
 
 /// The secret [`check`] signs with, so that every body reaches the parser.
@@ -62,9 +62,9 @@ fn event(m: &Message, c: &CertificateMsg, body: &[u8]) -> JobEvent {
         received_at: "2026-11-25T16:48:43.438Z".into(),
         body: String::from_utf8_lossy(body).into_owned(),
         source: if m.test {
-            crate::store::Source::Test
+            crate::model::Source::Test
         } else {
-            crate::store::Source::Push
+            crate::model::Source::Push
         },
     }
 }

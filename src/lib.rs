@@ -31,6 +31,7 @@
 //! costs at most one bounded row, and unsigned requests together a bounded write rate;
 //! a sink never blocks the runtime thread.
 
+pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod coupon;
 pub mod douyin;
 pub mod fuzzing;
 pub mod intake;
+pub mod model;
 pub mod mqtt;
 pub mod notify;
 pub mod outbox;

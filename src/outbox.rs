@@ -5,7 +5,7 @@
 //! gets its own task that works through its own queue strictly oldest first (receipts
 //! come out in order, and a reprint never overtakes): take the oldest jobs, deliver them
 //! one by one within the sink's time limit, record the results, repeat. A failure stops
-//! the round and is retried with backoff ([`backoff`]: 1 s doubling to 60 s) while the
+//! the round and is retried with backoff ([`crate::backoff::OUTBOX`]: 1 s doubling to 60 s) while the
 //! rest of that sink's queue waits; after `max_attempts` the job is `failed` (with
 //! `last_error`) and the queue moves on, except for MQTT, retried without limit (a
 //! broker outage is not a bad message).
@@ -24,9 +24,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::model::{Attempt, AttemptOutcome, Job, Work};
 use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
-use crate::store::{Attempt, AttemptOutcome, Job};
 use crate::writer::Writer;
 
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
@@ -34,12 +34,6 @@ use crate::writer::Writer;
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How often to retry writing down delivery results the database refused.
 const RECORD_RETRY: Duration = Duration::from_secs(2);
-
-/// The wait before retry number `attempt` (1-based): 1 s, 2 s, 4 s ... at most 60 s.
-pub fn backoff(attempt: i64) -> Duration {
-    let exp = (attempt.max(1) - 1).min(6) as u32;
-    Duration::from_secs((1u64 << exp).min(60))
-}
 
 /// Runs one sink's delivery loop until the stop is given.
 pub async fn run_sink(
@@ -130,9 +124,11 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             (AttemptOutcome::Done, None)
         }
         Err(error) if attempts >= max_attempts && !sink.retries_forever() => {
-            let again = match &job.event {
-                Some(e) => format!("; `coupond reprint {}` queues it again", e.certificate_id),
-                None => String::new(),
+            let again = match &job.work {
+                Work::Coupon(e) => {
+                    format!("; `coupond reprint {}` queues it again", e.certificate_id)
+                }
+                _ => String::new(),
             };
             log::error!(
                 "{name}: output {} ({}) failed after {attempts} attempts: {error}{again}",
@@ -157,16 +153,4 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
         },
         retry_in,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_one_second_to_a_minute() {
-        let secs: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs()).collect();
-        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
-        assert_eq!(backoff(0).as_secs(), 1);
-    }
 }

@@ -29,7 +29,6 @@ use log::Level;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::server;
 use crate::shutdown::{self, Stop};
 use crate::store::{Counted, Repeated};
 use crate::time;
@@ -455,7 +454,7 @@ pub async fn run(limits: Arc<Limits>, writer: Writer, mut stop: Stop) {
     loop {
         let due = limits.due();
         tokio::select! {
-            _ = server::sleep_until(due) => {}
+            _ = time::sleep_until(due) => {}
             _ = limits.wake.notified() => {}
             _ = shutdown::stopped(&mut stop) => break,
         }

@@ -31,6 +31,7 @@ use hyper::StatusCode;
 use crate::conns::Table;
 use crate::ratelimit::Throttle;
 use crate::shutdown::{self, Stop};
+use crate::time;
 
 pub type Body = Full<Bytes>;
 
@@ -68,7 +69,7 @@ pub async fn serve<H, F>(
         let accepted = tokio::select! {
             _ = shutdown::stopped(&mut stop) => break,
             accepted = listener.accept() => accepted,
-            _ = sleep_until(due) => {
+            _ = time::sleep_until(due) => {
                 let now = tokio::time::Instant::now();
                 evicted.flush(now, false);
                 refused.flush(now, false);
@@ -167,12 +168,4 @@ pub fn closing(mut resp: Response<Body>) -> Response<Body> {
     resp.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     resp
-}
-
-/// Sleeps until `at`, or for ever.
-pub async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

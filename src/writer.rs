@@ -16,7 +16,8 @@ use std::thread;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::{Ack, Arrival, OutputPlan, Store};
+use crate::model::{Ack, Arrival, OutputPlan};
+use crate::store::Store;
 
 /// Requests written in one transaction, at most.
 const MAX_BATCH: usize = 256;

@@ -181,9 +181,16 @@ fn the_quick_start_prints_what_the_readme_shows() {
             "README shows the log line\n  {want}\nthe daemon logged\n{text}"
         );
     }
-    common::wait_until("the log output recorded as done", Duration::from_secs(10), || {
-        common::query_i64(&d.sql(), "SELECT count(*) FROM outputs WHERE state = 'pending'") == 0
-    });
+    common::wait_until(
+        "the log output recorded as done",
+        Duration::from_secs(10),
+        || {
+            common::query_i64(
+                &d.sql(),
+                "SELECT count(*) FROM outputs WHERE state = 'pending'",
+            ) == 0
+        },
+    );
     compare("status", &status_out.1, &run(&status.1));
 }
 

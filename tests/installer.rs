@@ -404,7 +404,7 @@ fn print_test_goes_straight_to_the_printer_and_creates_a_file_printer() {
 }
 
 #[test]
-fn print_test_goes_through_the_running_daemon_and_is_recorded_as_no_coupon() {
+fn print_test_goes_through_the_running_daemon_and_is_recorded_as_a_job_about_no_message() {
     let printer = FakePrinter::start(Mode::Ready);
     let dir = Scratch::new("print-test-daemon");
     let d = Daemon::start_with(
@@ -438,9 +438,20 @@ fn print_test_goes_through_the_running_daemon_and_is_recorded_as_no_coupon() {
     assert!(receipts[0].text().contains("打印测试") && receipts[0].cut);
     let c = d.sql();
     assert_eq!(query_i64(&c, "SELECT count(*) FROM certificates"), 0);
+    // A job about no message: no made-up message row, and no test message in status.
+    assert_eq!(query_i64(&c, "SELECT count(*) FROM messages"), 0);
     assert_eq!(
-        query_str(&c, "SELECT source || ' ' || event FROM messages"),
-        "test coupond_print_test"
+        query_str(
+            &c,
+            "SELECT coalesce(message_id, 'none') || ' ' || work || ' ' || state FROM outputs"
+        ),
+        "none print_test done"
+    );
+    let status = run(&["status", "--db", d.db.to_str().unwrap()], &[]);
+    assert!(
+        !stdout(&status).contains("test message"),
+        "{}",
+        stdout(&status)
     );
     // One daemon per database.
     let second = run(
@@ -902,13 +913,13 @@ fn with_a_daemon_without_a_printer_print_test_prints_straight_and_reprint_refuse
     let receipts = decode(&std::fs::read(&file).unwrap());
     assert_eq!(receipts.len(), 1);
     assert!(receipts[0].text().contains("打印测试"));
-    // Recorded as a done test, so status says what it was.
+    // Recorded as a done printer job about no message: the last message is the coupon.
     let status = stdout(&run(&["status", "--db", db], &[]));
     assert!(
-        status.contains("print test (coupond print-test)"),
+        status.contains("applied verify certificate 456\n"),
         "{status}"
     );
-    assert!(!status.contains(" ignored\n"), "{status}");
+    assert!(status.contains("printer: 1 done"), "{status}");
     // A reprint would never print: none is queued, and it says why.
     let before = outputs(&d, "printer").len();
     let out = run(&["reprint", "456", "--db", db], &[]);

@@ -458,3 +458,95 @@ fn over_mqtts_a_relay_and_a_store_box_trust_the_broker_through_mqtt_ca_and_nothi
     );
     assert_eq!(pending_mqtt(&untrusting), 1, "still refused");
 }
+
+/// A broker address nothing listens on: jobs for it stay pending, which is all the
+/// output plan's tests need to see.
+fn dead_broker() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("mqtt://{}", l.local_addr().unwrap())
+}
+
+fn sinks_of_jobs(db: &std::path::Path) -> Vec<String> {
+    query_column(&open_db(db), "SELECT sink FROM outputs ORDER BY id")
+}
+
+#[test]
+fn a_coupond_send_test_push_on_a_relay_queues_no_mqtt_job_and_a_real_push_does() {
+    let dir = Scratch::new("plan-test-push");
+    let url = dead_broker();
+    let d = Daemon::start_with(&dir.0, relay_opts(&url));
+    let out = send(
+        &d.url(),
+        &dir.path("secret"),
+        &["--certificate-id", "plan-t"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query_str(
+            &d.sql(),
+            "SELECT source FROM messages WHERE certificate_id = 'plan-t'"
+        ),
+        "test"
+    );
+    // Neither forwarded (a store box would take it for a real one) nor an event for
+    // headquarters: no job at all, rather than one that publishes nothing.
+    assert_eq!(sinks_of_jobs(&d.db), ["log"]);
+    assert_eq!(d.push(&coupon("verify", 1, "plan-real")).status, 200);
+    assert_eq!(sinks_of_jobs(&d.db), ["log", "log", "mqtt"]);
+}
+
+#[test]
+fn coupond_reverify_queues_the_same_jobs_as_the_daemons_own_reverify_pass() {
+    let url = dead_broker();
+    let push = coupon("verify", 1, "plan-rv");
+    let reject = |name: &str| {
+        let dir = Scratch::new(name);
+        let wrong = Opts {
+            secret_file_contents: Some("a-wrong-secret\n".into()),
+            ..relay_opts(&url)
+        };
+        let mut d = Daemon::start_with(&dir.0, wrong);
+        assert_eq!(d.push(&push).status, 401);
+        assert_eq!(d.terminate(), Some(0));
+        std::fs::write(dir.path("secret"), format!("{SECRET}\n")).unwrap();
+        dir
+    };
+    // The daemon's pass, at its next start (the same one SIGHUP runs).
+    let by_daemon = reject("plan-rv-daemon");
+    let mut d = Daemon::start_with(&by_daemon.0, relay_opts(&url));
+    assert!(
+        d.wait_log("reverify: 1 of 1 rejected", Duration::from_secs(10)),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.terminate(), Some(0));
+    // `coupond reverify` with the daemon's settings.
+    let by_command = reject("plan-rv-command");
+    let db = by_command.path("coupond.db");
+    let secret = by_command.path("secret");
+    let o = run(
+        &[
+            "reverify",
+            "--db",
+            db.to_str().unwrap(),
+            "--client-key",
+            CLIENT_KEY,
+            "--secret-file",
+            secret.to_str().unwrap(),
+            "--mqtt",
+            &url,
+            "--mqtt-forward",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        sinks_of_jobs(&by_daemon.path("coupond.db")),
+        ["log", "mqtt"]
+    );
+    assert_eq!(sinks_of_jobs(&db), ["log", "mqtt"]);
+}

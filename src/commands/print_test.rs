@@ -8,16 +8,17 @@
 //! A receipt not printed within `--wait` is given up (`failed`), so it never prints
 //! hours later when the printer comes back. When no daemon runs, or the running one has
 //! no printer or another one (it recorded what it has, see [`RunningDaemon`]), the
-//! receipt goes straight to the printer. Either way it is recorded as a test message
-//! about no coupon.
+//! receipt goes straight to the printer. Either way it is recorded as an output job
+//! about no message (`Task::PrintTest`).
 
 use std::time::{Duration, Instant};
 
 use crate::commands::serve::{DaemonLock, RunningDaemon};
 use crate::config::PrintTestConfig;
+use crate::model::{Attempt, AttemptOutcome, OutputState, SinkKind, Task};
 use crate::sinks::printer::Printer;
 use crate::sinks::receipt;
-use crate::store::{Attempt, AttemptOutcome, Store};
+use crate::store::Store;
 use crate::time;
 
 pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
@@ -25,12 +26,6 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
         .receipts
         .printer()
         .ok_or("'coupond print-test' needs --printer")?;
-    let body = serde_json::json!({
-        "event": crate::store::PRINT_TEST_EVENT,
-        "printer": printer.dest.to_string(),
-        "requested_at": time::now_rfc3339(),
-    })
-    .to_string();
     crate::commands::reachable(&cfg.db, libc::R_OK | libc::W_OK, "record the test in")?;
     if !cfg.db.exists() {
         print_now(cfg, &printer)?;
@@ -47,7 +42,7 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
         let ours = printer.dest.to_string();
         return match (daemon.as_ref().is_some_and(|d| d.known()), theirs) {
             (true, None) => {
-                print_and_record(cfg, &printer, &body)?;
+                print_and_record(cfg, &printer)?;
                 println!(
                     "printed a test receipt straight on {ours}: the running coupond has no \
                      printer, so coupons print nowhere (set COUPOND_PRINTER and restart it)"
@@ -55,26 +50,26 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
                 Ok(())
             }
             (true, Some(theirs)) if theirs != ours => {
-                print_and_record(cfg, &printer, &body)?;
+                print_and_record(cfg, &printer)?;
                 println!(
                     "printed a test receipt straight on {ours}: the running coupond prints \
                      coupons on {theirs}, not there"
                 );
                 Ok(())
             }
-            _ => through_daemon(cfg, &body),
+            _ => through_daemon(cfg),
         };
     };
-    let result = print_and_record(cfg, &printer, &body);
+    let result = print_and_record(cfg, &printer);
     drop(lock);
     result.map(|()| println!("printed a test receipt on {}", printer.dest))
 }
 
 /// Prints now and records the test (done, or failed with why).
-fn print_and_record(cfg: &PrintTestConfig, printer: &Printer, body: &str) -> Result<(), String> {
+fn print_and_record(cfg: &PrintTestConfig, printer: &Printer) -> Result<(), String> {
     let mut store = Store::open_existing(&cfg.db, false)?;
     let id = store
-        .queue_print_test(body)
+        .queue_task(Task::PrintTest, SinkKind::Printer)
         .map_err(|e| format!("cannot record the print test: {e}"))?;
     let result = print_now(cfg, printer);
     let outcome = match &result {
@@ -108,10 +103,10 @@ fn print_now(cfg: &PrintTestConfig, printer: &Printer) -> Result<(), String> {
 
 /// Queues the receipt for the running daemon's printer and waits for the result,
 /// showing each new error its printer reports; gives the job up at the deadline.
-fn through_daemon(cfg: &PrintTestConfig, body: &str) -> Result<(), String> {
+fn through_daemon(cfg: &PrintTestConfig) -> Result<(), String> {
     let mut store = Store::open_existing(&cfg.db, false)?;
     let id = store
-        .queue_print_test(body)
+        .queue_task(Task::PrintTest, SinkKind::Printer)
         .map_err(|e| format!("cannot queue the print test: {e}"))?;
     println!(
         "a coupond daemon runs on {}: queued the test receipt for its printer (waiting up to {:?})",
@@ -125,12 +120,12 @@ fn through_daemon(cfg: &PrintTestConfig, body: &str) -> Result<(), String> {
             .output_state(id)
             .map_err(|e| e.to_string())?
             .ok_or("the print test's job disappeared")?;
-        match state.as_str() {
-            "done" => {
+        match state {
+            OutputState::Done => {
                 println!("printed by the running daemon");
                 return Ok(());
             }
-            "failed" => {
+            OutputState::Failed => {
                 return Err(format!(
                     "the daemon could not print it: {}",
                     err.unwrap_or_default()
@@ -163,7 +158,7 @@ fn give_up(
     let why = format!("given up by coupond print-test after {waited:?}");
     if !store.cancel_job(id, &why).map_err(|e| e.to_string())? {
         if let Some((state, _)) = store.output_state(id).map_err(|e| e.to_string())? {
-            if state == "done" {
+            if state == OutputState::Done {
                 println!("printed by the running daemon");
                 return Ok(());
             }

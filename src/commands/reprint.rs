@@ -6,7 +6,7 @@
 
 use crate::commands::serve::RunningDaemon;
 use crate::config::ReprintConfig;
-use crate::sinks::SinkKind;
+use crate::model::SinkKind;
 use crate::store::Store;
 
 pub fn run(cfg: &ReprintConfig) -> Result<(), String> {

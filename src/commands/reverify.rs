@@ -9,7 +9,8 @@
 
 use crate::config::ReverifyConfig;
 use crate::intake::{self, Apps, Intake};
-use crate::store::{Ack, Arrival, OutputPlan, Store};
+use crate::model::{Ack, Arrival, OutputPlan};
+use crate::store::Store;
 
 /// What a pass found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -88,17 +89,13 @@ impl std::fmt::Display for Report {
 /// `coupond reverify`.
 pub fn run(cfg: &ReverifyConfig) -> Result<(), String> {
     let mut store = Store::open_existing(&cfg.db, false)?;
-    let plan = OutputPlan {
-        sinks: cfg.sinks.clone(),
-        actions: cfg.print_actions.clone(),
-        ..Default::default()
-    };
-    let report = pass(&mut store, &cfg.apps, &plan)?;
+    let report = pass(&mut store, &cfg.apps, &cfg.plan)?;
     println!("{report}");
     if report.recovered > 0 {
         println!(
             "the running daemon delivers their outputs ({}) within seconds",
-            cfg.sinks
+            cfg.plan
+                .kinds()
                 .iter()
                 .map(|k| k.name())
                 .collect::<Vec<_>>()

@@ -30,7 +30,9 @@ use tokio::task::JoinSet;
 use crate::commands::reverify;
 use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
+use crate::douyin::Douyin;
 use crate::intake::Apps;
+use crate::model::{OutputPlan, SinkKind};
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::ratelimit::{self, Limits};
@@ -38,11 +40,11 @@ use crate::retention;
 use crate::server;
 use crate::shutdown::{self, Stop, Trigger};
 use crate::sinks::display::{self, Feed};
-use crate::sinks::{Sink, SinkKind};
+use crate::sinks::Sink;
 use crate::sources::catchup;
 use crate::sources::mqtt as mqtt_source;
 use crate::sources::webhook::{self, Webhook};
-use crate::store::{OutputPlan, Store};
+use crate::store::Store;
 use crate::tls;
 use crate::writer::Writer;
 
@@ -212,12 +214,22 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
     let note = ReloadNote::default();
+    // The apps (client keys, secrets) a reload swaps: the webhook's, and Douyin's token.
+    let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
+    let catchup = catchup.map(|settings| {
+        let douyin = Douyin::new(
+            settings.api.clone(),
+            settings.tls.clone(),
+            settings.client_key.clone(),
+            apps.clone(),
+        );
+        (settings, Arc::new(douyin))
+    });
     let mut tasks = spawn_beside_webhook(
         &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &note, &stop,
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
-    let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
     let hook = Arc::new(Webhook {
         path: cfg.path.clone(),
         max_body: cfg.max_body,
@@ -298,16 +310,7 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         ))
         .map_err(|e| format!("cannot write to database {}: {e}", cfg.db.display()))?;
     warn_orphaned_jobs(&store, &sinks);
-    let plan = OutputPlan {
-        sinks: sinks
-            .iter()
-            .map(|s| s.kind())
-            .filter(|k| *k != SinkKind::Mqtt)
-            .collect(),
-        actions: cfg.print_actions.clone(),
-        mqtt_events: cfg.outputs.mqtt.is_some(),
-        mqtt_forward: cfg.outputs.mqtt.as_ref().is_some_and(|p| p.forward),
-    };
+    let plan = cfg.outputs.plan(&cfg.print_actions);
     match reverify::pass(&mut store, &cfg.apps, &plan) {
         Ok(r) if r.recovered > 0 => {
             log::warn!("reverify: {r} (they were rejected under an earlier configuration)")
@@ -361,7 +364,6 @@ fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, Stri
         every: c.every,
         api: c.api.clone(),
         client_key: cfg.apps.client_keys[0].clone(),
-        secrets: cfg.apps.secrets.clone(),
         tls,
     }))
 }
@@ -374,7 +376,7 @@ fn spawn_beside_webhook(
     cfg: &ServeConfig,
     sinks: &[Arc<Sink>],
     display: Option<(TcpListener, Arc<Feed>)>,
-    catchup: Option<catchup::Settings>,
+    catchup: Option<(catchup::Settings, Arc<Douyin>)>,
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
@@ -421,11 +423,12 @@ fn spawn_beside_webhook(
             stop.clone(),
         ));
     }
-    let catchup_health = catchup.map(|settings| {
+    let catchup_health = catchup.map(|(settings, douyin)| {
         let every = settings.every;
         let (health_tx, health) = watch::channel((crate::time::now_secs(), false));
         tasks.spawn(catchup::run(
             settings,
+            douyin,
             writer.clone(),
             health_tx,
             stop.clone(),

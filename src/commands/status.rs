@@ -9,6 +9,7 @@ use crate::commands::serve::RunningDaemon;
 use crate::config::StatusConfig;
 use crate::coupon::Action;
 use crate::intake::Outcome;
+use crate::model::LinkName;
 use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
 use crate::store::{CatchupRow, Store, Summary};
@@ -20,9 +21,6 @@ pub fn run(cfg: &StatusConfig) -> Result<(), String> {
     let cannot = |e: rusqlite::Error| format!("cannot read database {}: {e}", cfg.db.display());
     let summary = store.summary().map_err(cannot)?;
     let mut out = render(&cfg.db.display().to_string(), &summary);
-    if store.last_message_is_print_test().map_err(cannot)? {
-        out = out.replacen(" ignored\n", " print test (coupond print-test)\n", 1);
-    }
     if RunningDaemon::on(&cfg.db).is_some() {
         // The webhook writes these counts at most once per ratelimit::EVERY.
         out += &format!(
@@ -64,7 +62,7 @@ pub fn render(db: &str, s: &Summary) -> String {
     );
     if s.test_messages > 0 {
         out += &format!(
-            "tests      {} test message(s) (coupond send, print-test), {} test coupon(s): not counted above\n",
+            "tests      {} test message(s) (coupond send), {} test coupon(s): not counted above\n",
             s.test_messages, s.test_coupons
         );
     }
@@ -118,10 +116,14 @@ pub fn render(db: &str, s: &Summary) -> String {
         if let Some(d) = &l.detail {
             line += &format!(" ({})", sanitize::text(d));
         }
-        if l.name == "mqtt" {
+        if l.name == LinkName::Mqtt {
             line += &format!("; {} queued", l.queued);
         }
-        let last = if l.name == "mqtt" { "publish" } else { "push" };
+        let last = if l.name == LinkName::Mqtt {
+            "publish"
+        } else {
+            "push"
+        };
         line += &format!(
             "; last {last} {}\n",
             l.last.as_deref().unwrap_or("none yet")

@@ -500,6 +500,8 @@ pub const REVERIFY: Command = Command {
         &DISPLAY_LISTEN,
         &EXEC,
         &PRINT_ACTIONS,
+        &MQTT,
+        &MQTT_FORWARD,
     ],
 };
 

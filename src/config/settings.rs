@@ -13,10 +13,11 @@ use super::ConfigError;
 use crate::coupon::Action;
 use crate::douyin::ApiUrl;
 use crate::intake::Apps;
+use crate::model::{OutputPlan, SinkKind};
 use crate::mqtt::{self, Broker};
 use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
-use crate::sinks::{Outputs, Receipts, SinkKind};
+use crate::sinks::{Outputs, Receipts};
 use crate::sources::mqtt::Subscriber;
 use crate::url::Url;
 
@@ -311,10 +312,9 @@ impl ReprintConfig {
 pub struct ReverifyConfig {
     pub db: PathBuf,
     pub apps: Apps,
-    /// The sinks the daemon has (from the same settings), for the recovered messages'
-    /// output jobs.
-    pub sinks: Vec<SinkKind>,
-    pub print_actions: Vec<Action>,
+    /// The daemon's output plan (from the same settings), for the recovered messages'
+    /// output jobs: the one `serve` builds, so both queue the same jobs.
+    pub plan: OutputPlan,
 }
 
 impl ReverifyConfig {
@@ -325,11 +325,19 @@ impl ReverifyConfig {
         let printer = args.optional(&f::PRINTER, PrinterDest::parse)?;
         let display = args.optional(&f::DISPLAY_LISTEN, parse_addr)?;
         let exec = args.optional(&f::EXEC, parse_command)?;
+        // Only whether the broker is set matters here: nothing connects to it.
+        let mqtt = args.optional(&f::MQTT, mqtt::parse_url)?;
+        let forward = args
+            .optional(&f::MQTT_FORWARD, parse_on_off)?
+            .unwrap_or(false);
         Ok(ReverifyConfig {
             db: db(args)?,
             apps: apps(args, env)?,
-            sinks: SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
-            print_actions: args.value(&f::PRINT_ACTIONS, parse_actions)?,
+            plan: OutputPlan::new(
+                SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
+                args.value(&f::PRINT_ACTIONS, parse_actions)?,
+                mqtt.map(|_| forward),
+            ),
         })
     }
 }

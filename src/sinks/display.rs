@@ -21,10 +21,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::coupon::Action;
+use crate::model::JobEvent;
 use crate::server::{json, text, Body};
 use crate::shutdown::{self, Stop};
 use crate::sinks::mask_code;
-use crate::store::{CertificateRow, JobEvent};
+use crate::store::CertificateRow;
 use crate::time;
 
 /// Coupons the feed keeps (the page shows them all).

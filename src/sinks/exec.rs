@@ -28,8 +28,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
+use crate::model::{Job, JobEvent};
 use crate::sanitize;
-use crate::store::{Job, JobEvent};
 
 /// How much of a hook's output (stdout and stderr together) is kept.
 pub const OUTPUT_KEPT: usize = 4096;
@@ -323,17 +323,16 @@ pub(crate) mod tests {
     use super::*;
     use crate::coupon::Action;
     use crate::intake::Outcome;
-    use crate::store::{Origin, Source};
+    use crate::model::{Origin, Source, Work};
 
     /// The README's example job: an applied verify pushed over HTTP.
     pub(crate) fn sample_job() -> Job {
         let body = "{}".to_string();
         Job {
-            print_test: false,
             id: 7,
             attempts: 0,
             reprint: false,
-            event: Some(JobEvent {
+            work: Work::Coupon(JobEvent {
                 message_id: 12,
                 action: Action::Verify,
                 certificate_id: "456".into(),
@@ -347,7 +346,7 @@ pub(crate) mod tests {
                 body: body.clone(),
                 source: Source::Push,
             }),
-            origin: Origin {
+            origin: Some(Origin {
                 message_id: 12,
                 source: Source::Push,
                 outcome: Outcome::Applied,
@@ -356,7 +355,7 @@ pub(crate) mod tests {
                 msg_id: Some("m-1".into()),
                 signature: Some("ab12".into()),
                 body,
-            },
+            }),
         }
     }
 
@@ -369,7 +368,9 @@ pub(crate) mod tests {
             r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push"}"#
         );
         let mut job = job;
-        job.event.as_mut().unwrap().code = None;
+        if let Work::Coupon(e) = &mut job.work {
+            e.code = None;
+        }
         let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
     }
@@ -387,7 +388,7 @@ pub(crate) mod tests {
             log_id: None,
             received_at: String::new(),
             body: String::new(),
-            source: crate::store::Source::Push,
+            source: crate::model::Source::Push,
         }
     }
 

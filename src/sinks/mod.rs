@@ -15,81 +15,10 @@ pub mod receipt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::{Job, JobEvent};
+use crate::backoff;
+use crate::coupon::Action;
+use crate::model::{Job, JobEvent, OutputPlan, SinkKind, Task, Work};
 use crate::time;
-
-/// The kinds of output, in the order the daemon builds them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SinkKind {
-    Printer,
-    Display,
-    Exec,
-    /// No printer, display or hook configured: one log line per applied message.
-    Log,
-    /// `--mqtt`: events to headquarters and, with `--mqtt-forward`, pushes to the boxes.
-    Mqtt,
-}
-
-impl SinkKind {
-    pub const ALL: [SinkKind; 5] = [
-        SinkKind::Printer,
-        SinkKind::Display,
-        SinkKind::Exec,
-        SinkKind::Log,
-        SinkKind::Mqtt,
-    ];
-
-    /// The `outputs.sink` word.
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkKind::Printer => "printer",
-            SinkKind::Display => "display",
-            SinkKind::Exec => "exec",
-            SinkKind::Log => "log",
-            SinkKind::Mqtt => "mqtt",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<SinkKind> {
-        SinkKind::ALL.into_iter().find(|k| k.name() == s)
-    }
-
-    /// The setting that turns it on, for a person.
-    pub fn flag(self) -> &'static str {
-        match self {
-            SinkKind::Printer => "--printer",
-            SinkKind::Display => "--display-listen",
-            SinkKind::Exec => "--exec",
-            SinkKind::Log => "no output flag",
-            SinkKind::Mqtt => "--mqtt",
-        }
-    }
-
-    /// The store's own sinks a configuration has: printer, display, exec, or the log
-    /// when there is none of those. (MQTT is beside them: it tells headquarters, not
-    /// the store, and does not follow `--print-actions`; see [`Outputs::kinds`].)
-    pub fn configured(printer: bool, display: bool, exec: bool) -> Vec<SinkKind> {
-        let kinds: Vec<SinkKind> = [
-            (printer, SinkKind::Printer),
-            (display, SinkKind::Display),
-            (exec, SinkKind::Exec),
-        ]
-        .into_iter()
-        .filter_map(|(on, kind)| on.then_some(kind))
-        .collect();
-        if kinds.is_empty() {
-            vec![SinkKind::Log]
-        } else {
-            kinds
-        }
-    }
-}
-
-impl std::fmt::Display for SinkKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The receipt printer's settings (`serve`, `print-test`).
 #[derive(Debug, Clone)]
@@ -125,17 +54,22 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    /// The output plan of these settings with `--print-actions` `actions`.
+    pub fn plan(&self, actions: &[Action]) -> OutputPlan {
+        OutputPlan::new(
+            SinkKind::configured(
+                self.receipts.printer.is_some(),
+                self.display,
+                self.exec.is_some(),
+            ),
+            actions.to_vec(),
+            self.mqtt.as_ref().map(|p| p.forward),
+        )
+    }
+
     /// Every configured sink: the store's own, then MQTT.
     pub fn kinds(&self) -> Vec<SinkKind> {
-        let mut kinds = SinkKind::configured(
-            self.receipts.printer.is_some(),
-            self.display,
-            self.exec.is_some(),
-        );
-        if self.mqtt.is_some() {
-            kinds.push(SinkKind::Mqtt);
-        }
-        kinds
+        self.plan(&[]).kinds()
     }
 
     /// The configured sinks, in [`SinkKind`] order. `feed` is the display's, present
@@ -222,7 +156,7 @@ impl Sink {
     pub fn retry_wait(&self, attempt: i64) -> Duration {
         match self {
             Sink::Mqtt(_) => Duration::from_secs(1),
-            _ => crate::outbox::backoff(attempt),
+            _ => backoff::OUTBOX.wait(attempt),
         }
     }
 
@@ -233,7 +167,7 @@ impl Sink {
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        if job.print_test {
+        if let Work::Task(Task::PrintTest) = job.work {
             return self.print_test().await;
         }
         match self {

@@ -23,10 +23,9 @@ use rumqttc::{Event, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::exec::HookPayload;
-use crate::intake::Outcome;
+use crate::model::{Forwarded, Job, LinkName, Publish, Work};
 use crate::mqtt::{self, Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
-use crate::store::{Job, Source};
 use crate::writer::Writer;
 
 /// One attempt: waiting for the connection, then for each PUBACK.
@@ -91,7 +90,9 @@ impl MqttSink {
 
     /// The publishes `job` stands for: (topic, payload), in order.
     pub fn publishes(&self, job: &Job) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let o = &job.origin;
+        let Some(o) = &job.origin else {
+            return Ok(Vec::new());
+        };
         let prefix = &self.publisher.broker.prefix;
         let tail = format!(
             "{}/{}",
@@ -99,15 +100,16 @@ impl MqttSink {
             mqtt::level(o.account_id.as_deref())
         );
         let mut out = Vec::new();
-        if self.publisher.forward && o.source == Source::Push {
+        let publish = Publish::of(self.publisher.forward, o.source, o.outcome);
+        if publish.forward {
             let payload = Forwarded {
-                body: &o.body,
-                signature: o.signature.as_deref(),
-                msg_id: o.msg_id.as_deref(),
+                body: o.body.clone(),
+                signature: o.signature.clone(),
+                msg_id: o.msg_id.clone(),
             };
             out.push((format!("{prefix}/push/{tail}"), to_json(&payload)?));
         }
-        if o.outcome == Outcome::Applied && o.source != Source::Test && job.event.is_some() {
+        if publish.event && matches!(job.work, Work::Coupon(_)) {
             let payload = EventPayload {
                 hook: HookPayload::of(job)?,
                 signature: o.signature.as_deref(),
@@ -154,15 +156,6 @@ impl MqttSink {
     }
 }
 
-/// The relay's forward of a push (`sources::mqtt` reads it back).
-#[derive(serde::Serialize)]
-struct Forwarded<'a> {
-    /// The raw body, exactly as signed.
-    body: &'a str,
-    signature: Option<&'a str>,
-    msg_id: Option<&'a str>,
-}
-
 /// An event for headquarters: the hook's JSON plus what proves where it came from.
 #[derive(serde::Serialize)]
 struct EventPayload<'a> {
@@ -180,7 +173,7 @@ impl Link {
     /// Keeps the connection up until the stop: connects, publishes what the sink hands
     /// over, matches each PUBACK to its publish, and reconnects with backoff.
     pub async fn run(mut self, writer: Writer, mut stop: Stop) {
-        let mut reconnect = Reconnect::new("mqtt", writer, self.state.clone());
+        let mut reconnect = Reconnect::new(LinkName::Mqtt, writer, self.state.clone());
         loop {
             let connected = tokio::select! {
                 c = self.broker.connect("-pub", true, false) => c,
@@ -239,6 +232,8 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intake::Outcome;
+    use crate::model::Source;
     use crate::sinks::exec::tests::sample_job;
 
     fn sink(forward: bool) -> MqttSink {
@@ -285,22 +280,22 @@ mod tests {
     #[test]
     fn what_is_not_applied_is_only_forwarded_and_what_came_by_mqtt_never() {
         let mut job = sample_job();
-        job.origin.outcome = Outcome::Stale;
+        job.origin.as_mut().unwrap().outcome = Outcome::Stale;
         assert!(topics(&sink(false), &job).is_empty());
         assert_eq!(topics(&sink(true), &job), ["chain/push/your-app-id/1234"]);
         let mut job = sample_job();
-        job.origin.source = Source::Mqtt;
+        job.origin.as_mut().unwrap().source = Source::Mqtt;
         assert_eq!(topics(&sink(true), &job), ["chain/event/your-app-id/1234"]);
         let mut job = sample_job();
-        job.origin.source = Source::Test;
+        job.origin.as_mut().unwrap().source = Source::Test;
         assert!(
             topics(&sink(true), &job).is_empty(),
             "a test push goes nowhere"
         );
         let mut job = sample_job();
-        job.event = None;
-        job.origin.outcome = Outcome::Challenge;
-        job.origin.account_id = None;
+        job.work = Work::Relayed;
+        job.origin.as_mut().unwrap().outcome = Outcome::Challenge;
+        job.origin.as_mut().unwrap().account_id = None;
         assert_eq!(topics(&sink(true), &job), ["chain/push/your-app-id/-"]);
     }
 }

@@ -12,9 +12,9 @@
 //! with `…`. The only commands on the paper are the ones [`escpos`] writes.
 
 use crate::coupon::Action;
+use crate::model::JobEvent;
 use crate::sanitize::{self, RECEIPT_FIELD};
 use crate::sinks::mask_code;
-use crate::store::JobEvent;
 use crate::time;
 
 /// What a receipt line is, before it becomes bytes.
@@ -214,7 +214,7 @@ pub fn escpos(lines: &[Line], columns: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Source;
+    use crate::model::Source;
 
     fn event(action: Action, code: Option<&str>) -> JobEvent {
         JobEvent {

@@ -7,7 +7,7 @@
 //! [`MAX_BACK`] into the past; the first one covers the last day. The end of each
 //! finished step is written to the database, so a restart or a power cut resumes where
 //! it stopped, without a gap. Sweeps run at start, every `--reconcile-every`, and after
-//! a failure again with [`backoff`]; none runs while the clock is earlier than the
+//! a failure again with [`backoff::CATCHUP`]; none runs while the clock is earlier than the
 //! binary's build (a box without a real-time clock boots in 1970 until NTP runs).
 //!
 //! Each record becomes the messages it stands for ([`messages`]): a `verify` at
@@ -29,13 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
 
+use crate::backoff;
 use crate::coupon::Action;
-use crate::douyin::{self, ApiError, ApiUrl, Client, Query, Record, Token};
+use crate::douyin::{self, ApiUrl, Douyin, Query, Record};
 use crate::intake::{Intake, Kind, Message, Outcome};
+use crate::model::{Ack, Arrival, Source};
 use crate::shutdown::{self, Stop};
-use crate::store::{Ack, Arrival, Source};
 use crate::time;
 use crate::wire::{CertificateMsg, EVENT_CERTIFICATE};
 use crate::writer::Writer;
@@ -54,8 +54,6 @@ pub const MAX_BACK: i64 = 7 * 24 * 3600;
 pub const MAX_BUFFERED: i64 = 100;
 /// The shortest step: one that still holds more records is swept as it is.
 const MIN_STEP: i64 = 60;
-/// A token is fetched again this long before it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 /// Messages handed to the writer at once (one commit, usually).
 const CHUNK: usize = 64;
 
@@ -111,12 +109,6 @@ pub fn next_len(len: i64, records: i64) -> i64 {
     } else {
         len
     }
-}
-
-/// The wait before retry number `failures` (1-based): 5 s doubling to 10 minutes.
-pub fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(7);
-    Duration::from_secs((5u64 << exp).min(600))
 }
 
 /// A message a record stands for.
@@ -198,11 +190,12 @@ pub struct Settings {
     pub account_id: String,
     pub poi_ids: Vec<String>,
     pub every: Duration,
-    pub api: ApiUrl,
-    /// The app whose token is asked for (the first `--client-key`) and its secrets, in
-    /// order. Never logged.
+    /// The app recovered messages are recorded for, and whose token is asked for (the
+    /// first `--client-key`).
     pub client_key: String,
-    pub secrets: Vec<String>,
+    /// Where Douyin's API is, and how to reach it (`commands::serve` builds the shared
+    /// [`Douyin`] from these, with the reloadable secrets).
+    pub api: ApiUrl,
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -220,13 +213,13 @@ pub type Health = watch::Receiver<(i64, bool)>;
 /// The catch-up task: sweeps until `stop`.
 pub async fn run(
     settings: Settings,
+    douyin: Arc<Douyin>,
     writer: Writer,
     health: watch::Sender<(i64, bool)>,
     mut stop: Stop,
 ) {
     let mut sweeper = Sweeper {
-        client: Client::new(settings.api.clone(), settings.tls.clone()),
-        token: None,
+        douyin,
         writer,
         settings,
     };
@@ -263,7 +256,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     failures += 1;
-                    let wait = backoff(failures);
+                    let wait = backoff::CATCHUP.wait(failures.into());
                     log::warn!("catch-up: sweep failed: {e}; retry in {wait:?}");
                     let error = e.clone();
                     let account = sweeper.settings.account_id.clone();
@@ -288,8 +281,7 @@ pub async fn run(
 
 struct Sweeper {
     settings: Settings,
-    client: Client,
-    token: Option<(Token, Instant)>,
+    douyin: Arc<Douyin>,
     writer: Writer,
 }
 
@@ -394,71 +386,16 @@ impl Sweeper {
         Ok((window, seen, applied))
     }
 
-    /// One page, with a token; a token Douyin calls invalid is replaced once.
+    /// One page of the query (the token is [`Douyin`]'s business).
     async fn page(&mut self, w: Window, cursor: &str) -> Result<douyin::Page, String> {
-        let mut renewed = false;
-        loop {
-            let token = self.token().await?;
-            let q = Query {
-                account_id: &self.settings.account_id,
-                poi_ids: &self.settings.poi_ids,
-                start_time: w.start,
-                end_time: w.end,
-                cursor,
-            };
-            match self.client.verify_records(&token, &q).await {
-                Ok(p) => return Ok(p),
-                Err(e) if e.token_invalid() && !renewed => {
-                    log::info!("catch-up: Douyin says the token is no longer valid ({e}); fetching a new one");
-                    self.token = None;
-                    renewed = true;
-                }
-                Err(e) => return Err(format!("verify-record query at {}: {e}", self.client.url())),
-            }
-        }
-    }
-
-    /// The cached token, or a new one (each secret in order, for a rotation).
-    async fn token(&mut self) -> Result<Token, String> {
-        if let Some((t, at)) = &self.token {
-            if at.elapsed() + TOKEN_MARGIN < t.expires_in {
-                return Ok(t.clone());
-            }
-        }
-        let mut last: Option<ApiError> = None;
-        for (i, secret) in self.settings.secrets.iter().enumerate() {
-            match self
-                .client
-                .stable_token(&self.settings.client_key, secret)
-                .await
-            {
-                Ok(t) => {
-                    log::info!(
-                        "catch-up: token for app {} obtained with secret #{} (valid {}s)",
-                        self.settings.client_key,
-                        i + 1,
-                        t.expires_in.as_secs()
-                    );
-                    self.token = Some((t.clone(), Instant::now()));
-                    return Ok(t);
-                }
-                Err(e) => {
-                    let retry = matches!(e, ApiError::Douyin { .. });
-                    last = Some(e);
-                    // Only Douyin's refusal says another secret may do better.
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(format!(
-            "no token for app {} from {}: {} (check the client secret, and that the app has \
-             the life-services verify-record permission)",
-            self.settings.client_key,
-            self.client.url(),
-            last.map_or("no secret".into(), |e| e.to_string())
-        ))
+        let q = Query {
+            account_id: &self.settings.account_id,
+            poi_ids: &self.settings.poi_ids,
+            start_time: w.start,
+            end_time: w.end,
+            cursor,
+        };
+        self.douyin.verify_records(&q).await
     }
 
     /// Hands the messages to the writer in order; returns how many were applied.
@@ -581,12 +518,6 @@ mod tests {
         assert_eq!(next_len(600, 10), 1200);
         assert_eq!(next_len(600, MAX_BUFFERED), 600);
         assert_eq!(next_len(STEP, 0), STEP);
-    }
-
-    #[test]
-    fn backoff_doubles_from_five_seconds_to_ten_minutes() {
-        let secs: Vec<u64> = (1..=10).map(|f| backoff(f).as_secs()).collect();
-        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
     }
 
     fn record(verify_id: &str, status: i64, cancel: Option<i64>) -> Record {

@@ -1,5 +1,5 @@
 //! Where messages come from. Each source turns what it receives into an
-//! [`Arrival`](crate::store::Arrival) through [`intake`](crate::intake) and hands it to
+//! [`Arrival`](crate::model::Arrival) through [`intake`](crate::intake) and hands it to
 //! the [`Writer`](crate::writer::Writer), which answers once the commit that holds it is
 //! on disk; only then may the source acknowledge it to its sender.
 //!

@@ -25,9 +25,9 @@ use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::watch;
 
 use crate::intake::{self, Apps, Intake};
+use crate::model::{Ack, Arrival, Forwarded, LinkName, Source};
 use crate::mqtt::{Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
-use crate::store::{Ack, Arrival, Source};
 use crate::time;
 use crate::writer::{Committed, Writer};
 
@@ -51,14 +51,6 @@ impl Subscriber {
             })
             .collect()
     }
-}
-
-/// A relay's forward, as published by `sinks::mqtt`.
-#[derive(serde::Deserialize)]
-struct Forwarded {
-    body: String,
-    signature: Option<String>,
-    msg_id: Option<String>,
 }
 
 /// Classifies one MQTT payload, purely: a forwarded push through the same intake as
@@ -100,7 +92,7 @@ pub async fn run(sub: Subscriber, apps: Apps, writer: Writer, mut stop: Stop) {
         .into_iter()
         .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce))
         .collect();
-    let mut reconnect = Reconnect::new("mqtt-source", writer.clone(), state);
+    let mut reconnect = Reconnect::new(LinkName::MqttSource, writer.clone(), state);
     loop {
         let connected = tokio::select! {
             c = sub.broker.connect("-sub", false, true) => c,

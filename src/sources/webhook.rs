@@ -25,9 +25,10 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::conns::{BodyPool, BODY_FREE};
 use crate::intake::{self, Apps, Intake, Kind};
+use crate::model::{Ack, Arrival, Source};
 use crate::ratelimit::{Limits, Noise};
 use crate::server::{closing, json, text, Body};
-use crate::store::{self, Ack, Arrival, Source};
+use crate::store;
 use crate::time;
 use crate::writer::Writer;
 

@@ -1,5 +1,6 @@
-//! A client for exactly two calls of Douyin Open Platform (SPEC §11): the *stable* client
-//! token and the verify-record query. Catch-up (`catchup`) drives it.
+//! A client for Douyin Open Platform (SPEC §11): the *stable* client token and the
+//! verify-record query. [`Douyin`] (in `token`) is what callers use: it owns the token,
+//! its refresh and the secrets; [`Client`] below is the bare connection it drives.
 //!
 //! - HTTP/1.1 with hyper's client over TCP, or over TLS with [`crate::tls`]'s one
 //!   configuration; one connection is kept between calls, so a sweep of many pages pays
@@ -28,6 +29,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::wire::{integer, text};
+
+mod token;
+pub use token::{Douyin, TOKEN_MARGIN};
 
 /// The longest one call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -321,15 +325,6 @@ impl Client {
             .call("POST", TOKEN_PATH.to_string(), None, body)
             .await?;
         parse_token(&answer)
-    }
-
-    /// `GET /goodlife/v1/fulfilment/certificate/verify_record/query/`.
-    pub async fn verify_records(&mut self, token: &Token, q: &Query<'_>) -> Result<Page, ApiError> {
-        let path = format!("{QUERY_PATH}?{}", q.query_string());
-        let answer = self
-            .call("GET", path, Some(&token.access_token), String::new())
-            .await?;
-        parse_page(&answer)
     }
 
     /// One request within [`CALL_TIMEOUT`]; on a kept connection that turns out closed,

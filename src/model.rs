@@ -1,0 +1,530 @@
+//! The words every part of coupond shares: how a message came ([`Source`]), what
+//! arrived ([`Arrival`]), what the store did with it ([`Ack`]), which outputs it gets
+//! ([`OutputPlan`], [`SinkKind`]), and an output job with what it is about ([`Job`]).
+//!
+//! Plain data, no SQL and no I/O: sources build these, the store reads and writes them
+//! (through `ToSql`/`FromSql` in `store::schema`), sinks consume them. Nothing here
+//! imports a source, a sink or the store.
+
+use crate::coupon::Action;
+use crate::intake::{Intake, Outcome};
+
+/// Which sinks get a job for a new message: the one output plan. `serve` (through
+/// `sinks::Outputs::plan`), the reverify pass on start and SIGHUP and `coupond reverify`
+/// all build it with [`OutputPlan::new`] from the same settings, and the store asks
+/// [`OutputPlan::jobs_for`] inside the ingest transaction, so they cannot disagree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputPlan {
+    /// The store's own sinks (printer, display, exec, or log), for `actions` only.
+    sinks: Vec<SinkKind>,
+    actions: Vec<Action>,
+    /// `--mqtt`, and whether `--mqtt-forward` is on.
+    mqtt: Option<bool>,
+}
+
+impl OutputPlan {
+    /// `sinks`: the store's own sinks ([`SinkKind::configured`]); `actions`:
+    /// `--print-actions`; `mqtt`: `Some(forward)` with `--mqtt`.
+    pub fn new(sinks: Vec<SinkKind>, actions: Vec<Action>, mqtt: Option<bool>) -> OutputPlan {
+        OutputPlan {
+            sinks,
+            actions,
+            mqtt,
+        }
+    }
+
+    /// Every sink a job may go to, in [`SinkKind`] order.
+    pub fn kinds(&self) -> Vec<SinkKind> {
+        let mut kinds = self.sinks.clone();
+        kinds.extend(self.mqtt.map(|_| SinkKind::Mqtt));
+        kinds
+    }
+
+    /// The sinks that get a job for a new message that came from `source` (as stored:
+    /// a `coupond send` push is `Test` whatever way it came), ended as `outcome`, and
+    /// is about `action` when it is a coupon event.
+    pub fn jobs_for(
+        &self,
+        source: Source,
+        outcome: Outcome,
+        action: Option<Action>,
+    ) -> Vec<SinkKind> {
+        let mut jobs = match action {
+            Some(a) if outcome == Outcome::Applied && self.actions.contains(&a) => {
+                self.sinks.clone()
+            }
+            _ => Vec::new(),
+        };
+        if let Some(forward) = self.mqtt {
+            if Publish::of(forward, source, outcome).any() {
+                jobs.push(SinkKind::Mqtt);
+            }
+        }
+        jobs
+    }
+}
+
+/// What one `mqtt` job publishes: one job stands for everything a message means to the
+/// broker (its forward, its event), in order with the others. Only Douyin's own pushes
+/// are forwarded: never one that came from MQTT (no loops), nor a test push, which a
+/// store box would take for a real one; and a test never reaches headquarters. The
+/// plan queues a job only when it publishes something, and the sink publishes exactly
+/// this, from the same stored source and outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    /// The relay's forward (`--mqtt-forward`) of a push that came over HTTP.
+    pub forward: bool,
+    /// Headquarters' event: an applied coupon message that is no test.
+    pub event: bool,
+}
+
+impl Publish {
+    pub fn of(forward_on: bool, source: Source, outcome: Outcome) -> Publish {
+        Publish {
+            forward: forward_on && source == Source::Push,
+            event: outcome == Outcome::Applied && source != Source::Test,
+        }
+    }
+
+    pub fn any(self) -> bool {
+        self.forward || self.event
+    }
+}
+
+/// The relay's forward of a push, as published on `PREFIX/push/...` (`sinks::mqtt`
+/// writes it, `sources::mqtt` reads it back): the signed body exactly as it came.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forwarded {
+    /// The raw body, exactly as signed.
+    pub body: String,
+    pub signature: Option<String>,
+    pub msg_id: Option<String>,
+}
+
+/// How a message came (`messages.source`, SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Douyin's webhook over HTTP.
+    Push,
+    /// Recovered from Douyin's API (catch-up).
+    Reconcile,
+    /// A push forwarded by a relay through the broker.
+    Mqtt,
+    /// `coupond send`'s test push.
+    Test,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Push, Source::Reconcile, Source::Mqtt, Source::Test];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Push => "push",
+            Source::Reconcile => "reconcile",
+            Source::Mqtt => "mqtt",
+            Source::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A request that reached the webhook path, classified, with its raw bytes.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    pub received_at: String,
+    pub msg_id: Option<String>,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    pub intake: Intake,
+    pub source: Source,
+    /// The dedup key (`body_sha1`) when it is not the sha1 of `body`: for a recovered
+    /// record, the digest of (`verify_id`, action, time).
+    pub dedup: Option<String>,
+}
+
+/// What the store did with one arrival.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ack {
+    Rejected,
+    /// The same body was already stored: only its delivery count went up.
+    Redelivered {
+        message_id: i64,
+        deliveries: i64,
+        outcome: Outcome,
+    },
+    Recorded {
+        message_id: i64,
+        outcome: Outcome,
+        outputs: usize,
+    },
+}
+
+/// What an output job is about. A job about a message reads it (`outputs.message_id`);
+/// a job about no message has `message_id` NULL and its [`Task`] word in `outputs.work`.
+// Jobs are read a round at a time and dropped after it: a box per coupon would cost
+// more than the unused bytes of the other variants.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// An applied coupon message: every sink shows it.
+    Coupon(JobEvent),
+    /// A signed message that is no coupon event (a challenge, an invalid body): only
+    /// the relay's MQTT forward carries it.
+    Relayed,
+    /// A job about no message (a print test; next a report, an announcement test).
+    Task(Task),
+}
+
+/// A job about no message, as `outputs.work` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// `coupond print-test`: a test receipt on the printer.
+    PrintTest,
+}
+
+impl Task {
+    pub const ALL: [Task; 1] = [Task::PrintTest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::PrintTest => "print_test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Task> {
+        Task::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// A pending output job, with what it is to tell.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: i64,
+    pub attempts: i64,
+    pub reprint: bool,
+    pub work: Work,
+    /// The message as it came, for the sinks that pass it on (MQTT); `None` for a
+    /// [`Work::Task`].
+    pub origin: Option<Origin>,
+}
+
+impl Job {
+    /// The coupon event, for sinks that only ever get applied coupon messages.
+    pub fn coupon(&self) -> std::result::Result<&JobEvent, String> {
+        match &self.work {
+            Work::Coupon(e) => Ok(e),
+            _ => Err(format!("{} is not a coupon event", self.subject())),
+        }
+    }
+
+    /// What the job is about, for a log line.
+    pub fn subject(&self) -> String {
+        match (&self.work, &self.origin) {
+            (Work::Coupon(e), _) => format!("certificate {}", e.certificate_id),
+            (Work::Task(t), _) => format!("task {}", t.as_str()),
+            (Work::Relayed, Some(o)) => format!("message {}", o.message_id),
+            (Work::Relayed, None) => "a message".into(),
+        }
+    }
+}
+
+/// A message as it came: what a relay forwards and headquarters' events quote.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub message_id: i64,
+    pub source: Source,
+    pub outcome: Outcome,
+    pub client_key: Option<String>,
+    pub account_id: Option<String>,
+    pub msg_id: Option<String>,
+    pub signature: Option<String>,
+    /// The raw body (for a recovered message, the record).
+    pub body: String,
+}
+
+/// The coupon event an output job reports.
+#[derive(Debug, Clone)]
+pub struct JobEvent {
+    pub message_id: i64,
+    pub action: Action,
+    pub certificate_id: String,
+    pub order_id: Option<String>,
+    pub code: Option<String>,
+    pub account_id: Option<String>,
+    pub client_key: Option<String>,
+    pub msg_time: i64,
+    pub log_id: Option<String>,
+    pub received_at: String,
+    /// Douyin's raw body, for hooks that want every field (a recovered record's JSON
+    /// when `source` is `Reconcile`).
+    pub body: String,
+    /// A push, or a coupon recovered by catch-up (marked 补录).
+    pub source: Source,
+}
+
+impl JobEvent {
+    /// Recovered by catch-up rather than pushed: receipts and the display say 补录.
+    pub fn recovered(&self) -> bool {
+        self.source == Source::Reconcile
+    }
+
+    /// A test push (`coupond send`): marked 测试 wherever it shows.
+    pub fn test(&self) -> bool {
+        self.source == Source::Test
+    }
+}
+
+/// An output job's state (`outputs.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutputState {
+    Pending,
+    Done,
+    Failed,
+}
+
+impl OutputState {
+    pub const ALL: [OutputState; 3] =
+        [OutputState::Pending, OutputState::Done, OutputState::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputState::Pending => "pending",
+            OutputState::Done => "done",
+            OutputState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutputState> {
+        OutputState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for OutputState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A broker connection's name in `links`: the sink's (events and forward) or the
+/// source's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkName {
+    Mqtt,
+    MqttSource,
+}
+
+impl LinkName {
+    pub const ALL: [LinkName; 2] = [LinkName::Mqtt, LinkName::MqttSource];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkName::Mqtt => "mqtt",
+            LinkName::MqttSource => "mqtt-source",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkName> {
+        LinkName::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LinkName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A broker connection's state in `links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Connecting,
+    Connected,
+}
+
+impl LinkStatus {
+    pub const ALL: [LinkStatus; 2] = [LinkStatus::Connecting, LinkStatus::Connected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Connected => "connected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkStatus> {
+        LinkStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LinkStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// One delivery attempt of output job `id`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: i64,
+    pub outcome: AttemptOutcome,
+}
+
+/// How a delivery attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Delivered: the job is `done`.
+    Done,
+    /// Failed with this error; it stays `pending` and is tried again.
+    Retry(String),
+    /// Failed with this error for the last time: the job is `failed`.
+    GiveUp(String),
+}
+
+/// The kinds of output, in the order the daemon builds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SinkKind {
+    Printer,
+    Display,
+    Exec,
+    /// No printer, display or hook configured: one log line per applied message.
+    Log,
+    /// `--mqtt`: events to headquarters and, with `--mqtt-forward`, pushes to the boxes.
+    Mqtt,
+}
+
+impl SinkKind {
+    pub const ALL: [SinkKind; 5] = [
+        SinkKind::Printer,
+        SinkKind::Display,
+        SinkKind::Exec,
+        SinkKind::Log,
+        SinkKind::Mqtt,
+    ];
+
+    /// The `outputs.sink` word.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Printer => "printer",
+            SinkKind::Display => "display",
+            SinkKind::Exec => "exec",
+            SinkKind::Log => "log",
+            SinkKind::Mqtt => "mqtt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SinkKind> {
+        SinkKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The setting that turns it on, for a person.
+    pub fn flag(self) -> &'static str {
+        match self {
+            SinkKind::Printer => "--printer",
+            SinkKind::Display => "--display-listen",
+            SinkKind::Exec => "--exec",
+            SinkKind::Log => "no output flag",
+            SinkKind::Mqtt => "--mqtt",
+        }
+    }
+
+    /// The store's own sinks a configuration has: printer, display, exec, or the log
+    /// when there is none of those. (MQTT is beside them: it tells headquarters, not
+    /// the store, and does not follow `--print-actions`; see `sinks::Outputs::kinds`.)
+    pub fn configured(printer: bool, display: bool, exec: bool) -> Vec<SinkKind> {
+        let kinds: Vec<SinkKind> = [
+            (printer, SinkKind::Printer),
+            (display, SinkKind::Display),
+            (exec, SinkKind::Exec),
+        ]
+        .into_iter()
+        .filter_map(|(on, kind)| on.then_some(kind))
+        .collect();
+        if kinds.is_empty() {
+            vec![SinkKind::Log]
+        } else {
+            kinds
+        }
+    }
+}
+
+impl std::fmt::Display for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_jobs_forward_only_douyins_own_pushes_and_report_no_test() {
+        let forward = OutputPlan::new(vec![SinkKind::Log], Action::ALL.to_vec(), Some(true));
+        let events = OutputPlan::new(vec![SinkKind::Log], Action::ALL.to_vec(), Some(false));
+        let mqtt = |plan: &OutputPlan, source, outcome| {
+            plan.jobs_for(source, outcome, Some(Action::Verify))
+                .contains(&SinkKind::Mqtt)
+        };
+        use Outcome::*;
+        use Source::*;
+        for (source, outcome, forwarded, event) in [
+            (Push, Applied, true, true),
+            (Push, Stale, true, false),
+            (Push, Challenge, true, false),
+            (Mqtt, Applied, false, true),
+            (Mqtt, Duplicate, false, false),
+            (Reconcile, Applied, false, true),
+            (Test, Applied, false, false),
+        ] {
+            assert_eq!(
+                Publish::of(true, source, outcome),
+                Publish {
+                    forward: forwarded,
+                    event
+                },
+                "{source:?} {outcome:?}"
+            );
+            assert_eq!(
+                mqtt(&forward, source, outcome),
+                forwarded || event,
+                "{source:?} {outcome:?}"
+            );
+            assert_eq!(
+                mqtt(&events, source, outcome),
+                event,
+                "{source:?} {outcome:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_stores_own_sinks_get_applied_coupons_of_the_print_actions_only() {
+        let plan = OutputPlan::new(
+            vec![SinkKind::Printer, SinkKind::Exec],
+            vec![Action::Verify],
+            None,
+        );
+        let own = [SinkKind::Printer, SinkKind::Exec];
+        assert_eq!(
+            plan.jobs_for(Source::Push, Outcome::Applied, Some(Action::Verify)),
+            own
+        );
+        assert_eq!(
+            plan.jobs_for(Source::Test, Outcome::Applied, Some(Action::Verify)),
+            own
+        );
+        assert!(plan
+            .jobs_for(Source::Push, Outcome::Applied, Some(Action::VerifyCancel))
+            .is_empty());
+        assert!(plan
+            .jobs_for(Source::Push, Outcome::Duplicate, Some(Action::Verify))
+            .is_empty());
+        assert!(plan
+            .jobs_for(Source::Push, Outcome::Applied, None)
+            .is_empty());
+        assert_eq!(plan.kinds(), own);
+    }
+}
