@@ -966,16 +966,50 @@ fn with_a_daemon_printing_elsewhere_print_test_prints_on_the_printer_it_was_give
 /// Runs `coupond ARGS` as the unprivileged user `nobody` when this test runs as root
 /// (else as this user): a user the state directory is closed to.
 fn run_as_nobody(args: &[&str]) -> std::process::Output {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = coupond();
+    let bin = Scratch::new("bin-for-nobody");
+    let mut cmd = coupond_as_nobody(&bin);
     cmd.args(args)
         .env_remove("COUPOND_CLIENT_SECRET")
         .stdin(std::process::Stdio::null());
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } == 0 {
-        cmd.uid(65534).gid(65534);
-    }
     cmd.output().unwrap()
+}
+
+/// `coupond()` as the user `nobody` when this test runs as root (else as this user).
+/// The checkout may sit where only root may enter (/root): then the binary is run from
+/// a copy in `bin`, which any user may run.
+fn coupond_as_nobody(bin: &Scratch) -> std::process::Command {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        return coupond();
+    }
+    let open_to_all = Path::new(BIN)
+        .ancestors()
+        .all(|p| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    let program = if open_to_all {
+        std::path::PathBuf::from(BIN)
+    } else {
+        let copy = bin.path("coupond");
+        std::fs::copy(BIN, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        copy
+    };
+    let runner = std::env::var("COUPOND_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(first) => {
+            let mut c = std::process::Command::new(first);
+            c.args(words).arg(&program);
+            c
+        }
+        None => std::process::Command::new(&program),
+    };
+    cmd.env_remove("COUPOND_TEST_RUNNER")
+        .env("COUPOND_CONFIG", "/dev/null")
+        .uid(65534)
+        .gid(65534);
+    cmd
 }
 
 #[test]
@@ -1194,7 +1228,6 @@ fn check_knows_the_running_daemons_port_without_asking_it() {
 #[test]
 fn a_lock_file_made_by_root_does_not_keep_the_daemons_user_out() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    use std::os::unix::process::CommandExt;
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
         eprintln!("SKIPPED: needs root, to be root and another user");
@@ -1210,8 +1243,9 @@ fn a_lock_file_made_by_root_does_not_keep_the_daemons_user_out() {
     let secret = dir.path("secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bin = Scratch::new("bin-for-nobody");
     let serve = |db: &Path| {
-        coupond()
+        coupond_as_nobody(&bin)
             .args([
                 "serve",
                 "--listen",
@@ -1223,8 +1257,6 @@ fn a_lock_file_made_by_root_does_not_keep_the_daemons_user_out() {
             .arg(db)
             .arg("--secret-file")
             .arg(&secret)
-            .uid(65534)
-            .gid(65534)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
