@@ -373,11 +373,10 @@ fn sigint_stops_cleanly_too() {
 /// variable that coupond would warn about: the build time is not one.
 #[test]
 fn cargo_hands_coupond_no_variable_it_warns_about() {
-    let mut cmd = std::process::Command::new(BIN);
+    // coupond() passes this process's environment on, less the harness's own
+    // COUPOND_TEST_RUNNER; COUPOND_BLESS too is set by whoever runs the tests.
+    let mut cmd = coupond();
     cmd.args(["status", "--db", "/nonexistent/coupond.db"])
-        .env("COUPOND_CONFIG", "/dev/null")
-        // The test harness's own, set by whoever runs the tests, not by cargo.
-        .env_remove("COUPOND_TEST_RUNNER")
         .env_remove("COUPOND_BLESS");
     let out = cmd.output().unwrap();
     assert!(

@@ -135,14 +135,20 @@ fn the_quick_start_prints_what_the_readme_shows() {
         }
         .args(&["--client-key", "your-app-id"]),
     );
+    // Under qemu-user (cross/test-arm) the binary is started through its runner.
+    let program = match std::env::var("COUPOND_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => format!("{runner} {BIN}"),
+        _ => BIN.to_string(),
+    };
     let run = |script: &str| {
         let script = script
-            .replace("target/release/coupond", BIN)
+            .replace("target/release/coupond", &program)
             .replace("http://127.0.0.1:8080", &format!("http://{}", d.addr));
         let out = std::process::Command::new("sh")
             .args(["-ec", &script])
             .current_dir(&dir.0)
             .env("COUPOND_CONFIG", "/dev/null")
+            .env_remove("COUPOND_TEST_RUNNER")
             .env_remove("COUPOND_CLIENT_SECRET")
             .output()
             .unwrap();
