@@ -59,7 +59,7 @@ const CHUNK: usize = 64;
 
 /// Unix seconds at build time (see `build.rs`): the earliest sane clock.
 pub fn build_time() -> i64 {
-    env!("COUPOND_BUILD_TIME").parse().unwrap_or(0)
+    env!("BUILD_TIME_OF_COUPOND").parse().unwrap_or(0)
 }
 
 /// A time window in Unix seconds, `start <= t < end`.

@@ -193,6 +193,15 @@ UPDATE sqlite_master
  WHERE type = 'table' AND name = 'messages';
 PRAGMA writable_schema = RESET;
 "#,
+    r#"
+-- What the running daemon has (written at each start, replacing the last run's), so that
+-- `check`, `print-test` and `reprint` tell the truth about what it will do.
+CREATE TABLE daemon (
+    part    TEXT PRIMARY KEY,  -- 'listen', 'display-listen' or an output: 'printer', ...
+    detail  TEXT,              -- its address or destination
+    since   TEXT NOT NULL      -- when that daemon started
+);
+"#,
 ];
 
 /// The schema version this binary writes (`PRAGMA user_version`).
