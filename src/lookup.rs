@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::backoff;
 use crate::details::Answer;
-use crate::douyin::{self, ApiError};
+use crate::douyin::Douyin;
 use crate::ratelimit::Throttle;
 use crate::shutdown::{self, Stop};
 use crate::sinks::display::Feed;
@@ -43,7 +43,7 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// What the lookup needs beside the session.
 pub struct Lookups {
-    pub douyin: douyin::Shared,
+    pub douyin: Arc<Douyin>,
     pub account_id: String,
     pub writer: Writer,
     /// The counter display, updated in place when details come.
@@ -111,8 +111,6 @@ async fn ask(l: &Lookups, lookup: &Lookup) -> LookupEnd {
     let account = lookup.account_id.as_deref().unwrap_or(&l.account_id);
     let answer = l
         .douyin
-        .lock()
-        .await
         .certificate(&lookup.order_id, account, &lookup.certificate_id)
         .await;
     match answer {
@@ -127,7 +125,7 @@ async fn ask(l: &Lookups, lookup: &Lookup) -> LookupEnd {
 
 /// A failed query: retried, or given up once [`GIVE_UP_AFTER`] has passed since the
 /// lookup was queued (`now_ms`: Unix ms).
-fn failed(lookup: &Lookup, e: &ApiError, now_ms: i64) -> LookupEnd {
+fn failed(lookup: &Lookup, e: &str, now_ms: i64) -> LookupEnd {
     let oldest = time::rfc3339_millis(now_ms - GIVE_UP_AFTER.as_millis() as i64);
     if lookup.created_at < oldest {
         return LookupEnd::GiveUp(e.to_string());
@@ -194,25 +192,25 @@ mod tests {
             created_at: time::rfc3339_millis(created_ms),
             attempts,
         };
-        let e = ApiError::Timeout;
+        let e = "certificate query at http://x: no answer within 10s";
         assert_eq!(
-            failed(&lookup(now - 1000, 0), &e, now),
+            failed(&lookup(now - 1000, 0), e, now),
             LookupEnd::Retry {
                 error: e.to_string(),
                 next_at: time::rfc3339_millis(now + 1000)
             }
         );
-        let LookupEnd::Retry { next_at, .. } = failed(&lookup(now - 1000, 9), &e, now) else {
+        let LookupEnd::Retry { next_at, .. } = failed(&lookup(now - 1000, 9), e, now) else {
             panic!()
         };
         assert_eq!(next_at, time::rfc3339_millis(now + 30_000));
         let day = GIVE_UP_AFTER.as_millis() as i64;
         assert!(matches!(
-            failed(&lookup(now - day + 1, 50), &e, now),
+            failed(&lookup(now - day + 1, 50), e, now),
             LookupEnd::Retry { .. }
         ));
         assert!(matches!(
-            failed(&lookup(now - day - 1, 50), &e, now),
+            failed(&lookup(now - day - 1, 50), e, now),
             LookupEnd::GiveUp(_)
         ));
     }

@@ -176,20 +176,53 @@ pub enum Ack {
     },
 }
 
+/// What an output job is about. A job about a message reads it (`outputs.message_id`);
+/// a job about no message has `message_id` NULL and its [`Task`] word in `outputs.work`.
+// Jobs are read a round at a time and dropped after it: a box per coupon would cost
+// more than the unused bytes of the other variants.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// An applied coupon message: every sink shows it.
+    Coupon(JobEvent),
+    /// A signed message that is no coupon event (a challenge, an invalid body): only
+    /// the relay's MQTT forward carries it.
+    Relayed,
+    /// A job about no message (a print test; next a report, an announcement test).
+    Task(Task),
+}
+
+/// A job about no message, as `outputs.work` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// `coupond print-test`: a test receipt on the printer.
+    PrintTest,
+}
+
+impl Task {
+    pub const ALL: [Task; 1] = [Task::PrintTest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::PrintTest => "print_test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Task> {
+        Task::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
 /// A pending output job, with what it is to tell.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: i64,
     pub attempts: i64,
     pub reprint: bool,
-    /// `coupond print-test`: a test receipt, about no coupon (`event` is `None`).
-    pub print_test: bool,
-    /// The coupon event. `None` only for an `mqtt` job that forwards a signed message
-    /// that is no coupon event (a challenge, an invalid body): the store's own sinks
-    /// only ever get applied coupon messages.
-    pub event: Option<JobEvent>,
-    /// The message as it came, for the sinks that pass it on (MQTT).
-    pub origin: Origin,
+    pub work: Work,
+    /// The message as it came, for the sinks that pass it on (MQTT); `None` for a
+    /// [`Work::Task`].
+    pub origin: Option<Origin>,
     /// While its coupon's details are being looked up (and none are known): when the
     /// job was queued (Unix ms). The outbox holds it until the details come or
     /// `--details-wait` has passed since then; being in the database, the rule holds
@@ -200,16 +233,19 @@ pub struct Job {
 impl Job {
     /// The coupon event, for sinks that only ever get applied coupon messages.
     pub fn coupon(&self) -> std::result::Result<&JobEvent, String> {
-        self.event
-            .as_ref()
-            .ok_or_else(|| format!("message {} is not a coupon event", self.origin.message_id))
+        match &self.work {
+            Work::Coupon(e) => Ok(e),
+            _ => Err(format!("{} is not a coupon event", self.subject())),
+        }
     }
 
     /// What the job is about, for a log line.
     pub fn subject(&self) -> String {
-        match &self.event {
-            Some(e) => format!("certificate {}", e.certificate_id),
-            None => format!("message {}", self.origin.message_id),
+        match (&self.work, &self.origin) {
+            (Work::Coupon(e), _) => format!("certificate {}", e.certificate_id),
+            (Work::Task(t), _) => format!("task {}", t.as_str()),
+            (Work::Relayed, Some(o)) => format!("message {}", o.message_id),
+            (Work::Relayed, None) => "a message".into(),
         }
     }
 }
@@ -227,10 +263,6 @@ pub struct Origin {
     /// The raw body (for a recovered message, the record).
     pub body: String,
 }
-
-/// The `event` of the message row `coupond print-test` records (no coupon, never
-/// from Douyin).
-pub const PRINT_TEST_EVENT: &str = "coupond_print_test";
 
 /// The coupon event an output job reports.
 #[derive(Debug, Clone)]
@@ -263,6 +295,94 @@ impl JobEvent {
     /// A test push (`coupond send`): marked 测试 wherever it shows.
     pub fn test(&self) -> bool {
         self.source == Source::Test
+    }
+}
+
+/// An output job's state (`outputs.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OutputState {
+    Pending,
+    Done,
+    Failed,
+}
+
+impl OutputState {
+    pub const ALL: [OutputState; 3] =
+        [OutputState::Pending, OutputState::Done, OutputState::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputState::Pending => "pending",
+            OutputState::Done => "done",
+            OutputState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutputState> {
+        OutputState::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for OutputState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A broker connection's name in `links`: the sink's (events and forward) or the
+/// source's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkName {
+    Mqtt,
+    MqttSource,
+}
+
+impl LinkName {
+    pub const ALL: [LinkName; 2] = [LinkName::Mqtt, LinkName::MqttSource];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkName::Mqtt => "mqtt",
+            LinkName::MqttSource => "mqtt-source",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkName> {
+        LinkName::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LinkName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A broker connection's state in `links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkStatus {
+    Connecting,
+    Connected,
+}
+
+impl LinkStatus {
+    pub const ALL: [LinkStatus; 2] = [LinkStatus::Connecting, LinkStatus::Connected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Connected => "connected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LinkStatus> {
+        LinkStatus::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for LinkStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 

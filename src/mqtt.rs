@@ -19,6 +19,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, TlsConfigurati
 use tokio::sync::watch;
 
 use crate::backoff;
+use crate::model::{LinkName, LinkStatus};
 use crate::shutdown::{self, Stop};
 use crate::writer::Writer;
 
@@ -161,14 +162,14 @@ impl Broker {
 
 /// Reconnect pacing and the state reports of one connection (`name` in `links`).
 pub struct Reconnect {
-    name: &'static str,
+    name: LinkName,
     failures: i64,
     writer: Writer,
     state: watch::Sender<LinkState>,
 }
 
 impl Reconnect {
-    pub fn new(name: &'static str, writer: Writer, state: watch::Sender<LinkState>) -> Self {
+    pub fn new(name: LinkName, writer: Writer, state: watch::Sender<LinkState>) -> Self {
         Reconnect {
             name,
             failures: 0,
@@ -211,8 +212,8 @@ impl Reconnect {
         self.state.send_replace(state.clone());
         let name = self.name;
         let (word, detail) = match state {
-            LinkState::Connecting(d) => ("connecting", d),
-            LinkState::Connected(d) => ("connected", d),
+            LinkState::Connecting(d) => (LinkStatus::Connecting, d),
+            LinkState::Connected(d) => (LinkStatus::Connected, d),
         };
         let written = self
             .writer

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::model::{Attempt, AttemptOutcome, Job};
+use crate::model::{Attempt, AttemptOutcome, Job, Work};
 use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
 use crate::time;
@@ -186,9 +186,11 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             (AttemptOutcome::Done, None)
         }
         Err(error) if attempts >= max_attempts && !sink.retries_forever() => {
-            let again = match &job.event {
-                Some(e) => format!("; `coupond reprint {}` queues it again", e.certificate_id),
-                None => String::new(),
+            let again = match &job.work {
+                Work::Coupon(e) => {
+                    format!("; `coupond reprint {}` queues it again", e.certificate_id)
+                }
+                _ => String::new(),
             };
             log::error!(
                 "{name}: output {} ({}) failed after {attempts} attempts: {error}{again}",

@@ -494,3 +494,30 @@ fn a_bad_catch_up_setting_stops_start_up_with_one_line() {
         assert_eq!(said.len(), 1, "{err}");
     }
 }
+
+#[test]
+fn a_secret_fixed_by_a_reload_gets_catch_up_its_token_without_a_restart() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let fake = FakeDouyin::start(CLIENT_KEY, SECRET);
+    fake.add(FakeRecord::verified("reload-1", now() - 100));
+    let dir = Scratch::new("catchup-reload");
+    let mut opts = catchup(&fake);
+    opts.secret_file_contents = Some("a-wrong-secret\n".into());
+    let d = Daemon::start_with(&dir.0, opts);
+    wait_until("a sweep that failed for want of a token", WAIT, || {
+        d.log_text().contains("no token for app")
+    });
+    assert_eq!(count(&d, "SELECT count(*) FROM certificates"), 0);
+    std::fs::write(dir.path("secret"), format!("{SECRET}\n")).unwrap();
+    unsafe_kill(d.child.id(), "HUP");
+    wait_until(
+        "the coupon recovered with the reloaded secret",
+        WAIT,
+        || count(&d, "SELECT count(*) FROM certificates") == 1,
+    );
+    assert!(
+        d.log_text().contains("douyin: token for app"),
+        "{}",
+        d.log_text()
+    );
+}

@@ -5,20 +5,31 @@
 //! are shown through [`sanitize::text`], so a stored escape sequence or newline cannot
 //! reach the terminal or forge a line of the report.
 
+use crate::commands::serve::RunningDaemon;
 use crate::config::StatusConfig;
 use crate::coupon::Action;
 use crate::intake::Outcome;
+use crate::model::LinkName;
 use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
 use crate::store::{CatchupRow, DetailsCounts, Store, Summary};
 use crate::time;
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
+    crate::commands::reachable(&cfg.db, libc::R_OK, "read")?;
     let store = Store::open_existing(&cfg.db, true)?;
-    let summary = store
-        .summary()
-        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
-    print!("{}", render(&cfg.db.display().to_string(), &summary));
+    let cannot = |e: rusqlite::Error| format!("cannot read database {}: {e}", cfg.db.display());
+    let summary = store.summary().map_err(cannot)?;
+    let mut out = render(&cfg.db.display().to_string(), &summary);
+    if RunningDaemon::on(&cfg.db).is_some() {
+        // The webhook writes these counts at most once per ratelimit::EVERY.
+        out += &format!(
+            "counted    by the running daemon: request counts (not found, too large, unstored, \
+             repeats) reach the database up to {}s late\n",
+            crate::ratelimit::EVERY.as_secs()
+        );
+    }
+    print!("{out}");
     Ok(())
 }
 
@@ -51,7 +62,7 @@ pub fn render(db: &str, s: &Summary) -> String {
     );
     if s.test_messages > 0 {
         out += &format!(
-            "tests      {} test message(s) (coupond send, print-test), {} test coupon(s): not counted above\n",
+            "tests      {} test message(s) (coupond send), {} test coupon(s): not counted above\n",
             s.test_messages, s.test_coupons
         );
     }
@@ -105,10 +116,14 @@ pub fn render(db: &str, s: &Summary) -> String {
         if let Some(d) = &l.detail {
             line += &format!(" ({})", sanitize::text(d));
         }
-        if l.name == "mqtt" {
+        if l.name == LinkName::Mqtt {
             line += &format!("; {} queued", l.queued);
         }
-        let last = if l.name == "mqtt" { "publish" } else { "push" };
+        let last = if l.name == LinkName::Mqtt {
+            "publish"
+        } else {
+            "push"
+        };
         line += &format!(
             "; last {last} {}\n",
             l.last.as_deref().unwrap_or("none yet")

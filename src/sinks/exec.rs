@@ -342,17 +342,16 @@ pub(crate) mod tests {
     use super::*;
     use crate::coupon::Action;
     use crate::intake::Outcome;
-    use crate::model::{Origin, Source};
+    use crate::model::{Origin, Source, Work};
 
     /// The README's example job: an applied verify pushed over HTTP.
     pub(crate) fn sample_job() -> Job {
         let body = "{}".to_string();
         Job {
-            print_test: false,
             id: 7,
             attempts: 0,
             reprint: false,
-            event: Some(JobEvent {
+            work: Work::Coupon(JobEvent {
                 message_id: 12,
                 action: Action::Verify,
                 certificate_id: "456".into(),
@@ -367,7 +366,7 @@ pub(crate) mod tests {
                 source: Source::Push,
                 details: None,
             }),
-            origin: Origin {
+            origin: Some(Origin {
                 message_id: 12,
                 source: Source::Push,
                 outcome: Outcome::Applied,
@@ -376,7 +375,7 @@ pub(crate) mod tests {
                 msg_id: Some("m-1".into()),
                 signature: Some("ab12".into()),
                 body,
-            },
+            }),
             awaiting_details: None,
         }
     }
@@ -390,8 +389,10 @@ pub(crate) mod tests {
             r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push","details":null}"#
         );
         let mut job = job;
-        job.event.as_mut().unwrap().code = None;
-        job.event.as_mut().unwrap().details = Some(sample_details());
+        if let Work::Coupon(e) = &mut job.work {
+            e.code = None;
+            e.details = Some(sample_details());
+        }
         let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
         assert!(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::backoff;
 use crate::coupon::Action;
-use crate::model::{Job, JobEvent, OutputPlan, SinkKind};
+use crate::model::{Job, JobEvent, OutputPlan, SinkKind, Task, Work};
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -171,7 +171,7 @@ impl Sink {
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        if job.print_test {
+        if let Work::Task(Task::PrintTest) = job.work {
             return self.print_test().await;
         }
         match self {
@@ -281,7 +281,9 @@ mod tests {
     #[test]
     fn the_log_line_says_what_was_bought_when_known() {
         let mut job = crate::sinks::exec::tests::sample_job();
-        let e = job.event.as_mut().unwrap();
+        let Work::Coupon(e) = &mut job.work else {
+            panic!("a coupon job")
+        };
         assert!(!describe(e, false).contains("paid"));
         e.details = Some(crate::sinks::exec::tests::sample_details());
         let line = describe(e, false);

@@ -23,7 +23,7 @@ use rumqttc::{Event, Outgoing, Packet, QoS};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::exec::HookPayload;
-use crate::model::{Forwarded, Job, Publish};
+use crate::model::{Forwarded, Job, LinkName, Publish, Work};
 use crate::mqtt::{self, Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
 use crate::writer::Writer;
@@ -90,7 +90,9 @@ impl MqttSink {
 
     /// The publishes `job` stands for: (topic, payload), in order.
     pub fn publishes(&self, job: &Job) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let o = &job.origin;
+        let Some(o) = &job.origin else {
+            return Ok(Vec::new());
+        };
         let prefix = &self.publisher.broker.prefix;
         let tail = format!(
             "{}/{}",
@@ -107,7 +109,7 @@ impl MqttSink {
             };
             out.push((format!("{prefix}/push/{tail}"), to_json(&payload)?));
         }
-        if publish.event && job.event.is_some() {
+        if publish.event && matches!(job.work, Work::Coupon(_)) {
             let payload = EventPayload {
                 hook: HookPayload::of(job)?,
                 signature: o.signature.as_deref(),
@@ -171,7 +173,7 @@ impl Link {
     /// Keeps the connection up until the stop: connects, publishes what the sink hands
     /// over, matches each PUBACK to its publish, and reconnects with backoff.
     pub async fn run(mut self, writer: Writer, mut stop: Stop) {
-        let mut reconnect = Reconnect::new("mqtt", writer, self.state.clone());
+        let mut reconnect = Reconnect::new(LinkName::Mqtt, writer, self.state.clone());
         loop {
             let connected = tokio::select! {
                 c = self.broker.connect("-pub", true, false) => c,
@@ -278,22 +280,22 @@ mod tests {
     #[test]
     fn what_is_not_applied_is_only_forwarded_and_what_came_by_mqtt_never() {
         let mut job = sample_job();
-        job.origin.outcome = Outcome::Stale;
+        job.origin.as_mut().unwrap().outcome = Outcome::Stale;
         assert!(topics(&sink(false), &job).is_empty());
         assert_eq!(topics(&sink(true), &job), ["chain/push/your-app-id/1234"]);
         let mut job = sample_job();
-        job.origin.source = Source::Mqtt;
+        job.origin.as_mut().unwrap().source = Source::Mqtt;
         assert_eq!(topics(&sink(true), &job), ["chain/event/your-app-id/1234"]);
         let mut job = sample_job();
-        job.origin.source = Source::Test;
+        job.origin.as_mut().unwrap().source = Source::Test;
         assert!(
             topics(&sink(true), &job).is_empty(),
             "a test push goes nowhere"
         );
         let mut job = sample_job();
-        job.event = None;
-        job.origin.outcome = Outcome::Challenge;
-        job.origin.account_id = None;
+        job.work = Work::Relayed;
+        job.origin.as_mut().unwrap().outcome = Outcome::Challenge;
+        job.origin.as_mut().unwrap().account_id = None;
         assert_eq!(topics(&sink(true), &job), ["chain/push/your-app-id/-"]);
     }
 }

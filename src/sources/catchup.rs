@@ -25,13 +25,14 @@
 //! This task only talks to Douyin and to the writer's queue: a slow, dead or raving
 //! Douyin delays nothing but the next sweep, never a webhook answer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
 use crate::backoff;
 use crate::coupon::Action;
-use crate::douyin::{self, ApiError, Query, Record};
+use crate::douyin::{self, ApiUrl, Douyin, Query, Record};
 use crate::intake::{Intake, Kind, Message, Outcome};
 use crate::model::{Ack, Arrival, Source};
 use crate::shutdown::{self, Stop};
@@ -58,7 +59,7 @@ const CHUNK: usize = 64;
 
 /// Unix seconds at build time (see `build.rs`): the earliest sane clock.
 pub fn build_time() -> i64 {
-    env!("COUPOND_BUILD_TIME").parse().unwrap_or(0)
+    env!("BUILD_TIME_OF_COUPOND").parse().unwrap_or(0)
 }
 
 /// A time window in Unix seconds, `start <= t < end`.
@@ -189,8 +190,13 @@ pub struct Settings {
     pub account_id: String,
     pub poi_ids: Vec<String>,
     pub every: Duration,
-    /// The app's client key, which recovered messages carry.
+    /// The app recovered messages are recorded for, and whose token is asked for (the
+    /// first `--client-key`).
     pub client_key: String,
+    /// Where Douyin's API is, and how to reach it (`commands::serve` builds the shared
+    /// [`Douyin`] from these, with the reloadable secrets).
+    pub api: ApiUrl,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What one complete sweep did, as `coupond status` shows it.
@@ -207,7 +213,7 @@ pub type Health = watch::Receiver<(i64, bool)>;
 /// The catch-up task: sweeps until `stop`.
 pub async fn run(
     settings: Settings,
-    douyin: douyin::Shared,
+    douyin: Arc<Douyin>,
     writer: Writer,
     health: watch::Sender<(i64, bool)>,
     mut stop: Stop,
@@ -275,7 +281,7 @@ pub async fn run(
 
 struct Sweeper {
     settings: Settings,
-    douyin: douyin::Shared,
+    douyin: Arc<Douyin>,
     writer: Writer,
 }
 
@@ -380,7 +386,7 @@ impl Sweeper {
         Ok((window, seen, applied))
     }
 
-    /// One page, through the shared session (its token, its refresh rule).
+    /// One page of the query (the token is [`Douyin`]'s business).
     async fn page(&mut self, w: Window, cursor: &str) -> Result<douyin::Page, String> {
         let q = Query {
             account_id: &self.settings.account_id,
@@ -389,11 +395,7 @@ impl Sweeper {
             end_time: w.end,
             cursor,
         };
-        let mut session = self.douyin.lock().await;
-        session.verify_records(&q).await.map_err(|e| match e {
-            ApiError::NoToken { .. } => e.to_string(),
-            e => format!("verify-record query at {}: {e}", session.url()),
-        })
+        self.douyin.verify_records(&q).await
     }
 
     /// Hands the messages to the writer in order; returns how many were applied.

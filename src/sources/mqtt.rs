@@ -25,7 +25,7 @@ use rumqttc::{AsyncClient, Event, Packet, Publish, QoS, SubscribeFilter};
 use tokio::sync::watch;
 
 use crate::intake::{self, Apps, Intake};
-use crate::model::{Ack, Arrival, Forwarded, Source};
+use crate::model::{Ack, Arrival, Forwarded, LinkName, Source};
 use crate::mqtt::{Broker, LinkState, Reconnect};
 use crate::shutdown::{self, Stop};
 use crate::time;
@@ -92,7 +92,7 @@ pub async fn run(sub: Subscriber, apps: Apps, writer: Writer, mut stop: Stop) {
         .into_iter()
         .map(|path| SubscribeFilter::new(path, QoS::AtLeastOnce))
         .collect();
-    let mut reconnect = Reconnect::new("mqtt-source", writer.clone(), state);
+    let mut reconnect = Reconnect::new(LinkName::MqttSource, writer.clone(), state);
     loop {
         let connected = tokio::select! {
             c = sub.broker.connect("-sub", false, true) => c,

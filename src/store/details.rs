@@ -15,7 +15,7 @@ use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::{Result, Store};
 use crate::details::{self, Details};
-use crate::model::{Arrival, Job, Source};
+use crate::model::{Arrival, Job, Source, Work};
 use crate::wire::CertificateMsg;
 
 /// A coupon whose details are to be asked for.
@@ -160,7 +160,7 @@ impl Store {
         ))?;
         for i in 0..jobs.len() {
             let job = &mut jobs[i];
-            let Some(event) = job.event.as_mut() else {
+            let Work::Coupon(event) = &mut job.work else {
                 continue;
             };
             let (details, awaiting) = stmt
@@ -350,7 +350,7 @@ mod tests {
             .unwrap();
         let jobs = s.pending_jobs(SinkKind::Printer, 10).unwrap();
         assert!(jobs.iter().all(|j| j.awaiting_details.is_none()));
-        let d = jobs[0].event.as_ref().unwrap().details.as_ref().unwrap();
+        let d = jobs[0].coupon().unwrap().details.as_ref().unwrap();
         assert_eq!(d.poi_id.as_deref(), Some("7100000000000000123"));
         assert_eq!(s.details_of("c1").unwrap().unwrap().pay_amount, Some(9900));
         assert_eq!(

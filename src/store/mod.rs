@@ -16,6 +16,7 @@
 //! The schema version is `PRAGMA user_version`; [`MIGRATIONS`] are numbered and
 //! forward-only. A database newer than this binary is refused, never downgraded.
 
+mod daemon;
 mod details;
 mod ingest;
 mod outputs;
@@ -26,7 +27,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-use crate::model::Source;
+use crate::model::{LinkName, LinkStatus, Source};
 use crate::time;
 pub use details::{DetailsCounts, Lookup, LookupEnd};
 use ingest::cap_header;
@@ -173,7 +174,7 @@ impl Store {
 
     /// Records a broker connection's state: `state` is `connected` or `connecting`,
     /// `detail` the broker or the last error. Written on changes only.
-    pub fn set_link(&mut self, name: &str, state: &str, detail: &str) -> Result<()> {
+    pub fn set_link(&mut self, name: LinkName, state: LinkStatus, detail: &str) -> Result<()> {
         self.conn
             .prepare_cached(
                 "INSERT INTO links (name, state, since, detail) VALUES (?1, ?2, ?3, ?4)
@@ -311,7 +312,7 @@ mod tests {
     use super::*;
     use crate::coupon::{Action, Status};
     use crate::intake::{Intake, Outcome};
-    use crate::model::{Arrival, OutputPlan, SinkKind};
+    use crate::model::{Arrival, Job, OutputPlan, OutputState, SinkKind, Task, Work};
     use schema::MIGRATIONS;
 
     fn scratch(name: &str) -> std::path::PathBuf {
@@ -382,11 +383,86 @@ mod tests {
                 .unwrap();
             assert_eq!(got, (action, action.status()));
         }
+        for state in OutputState::ALL {
+            let got: OutputState = c.query_row("SELECT ?1", [state], |r| r.get(0)).unwrap();
+            assert_eq!(got, state);
+            c.execute("UPDATE outputs SET state = ?1 WHERE id = 1", [state])
+                .unwrap();
+        }
+        for task in Task::ALL {
+            c.execute(
+                "INSERT INTO outputs (work, sink, created_at) VALUES (?1, 'printer', 'now')",
+                [task],
+            )
+            .unwrap();
+        }
+        for (name, status) in LinkName::ALL.into_iter().zip(LinkStatus::ALL) {
+            let got: (LinkName, LinkStatus) = c
+                .query_row("SELECT ?1, ?2", params![name, status], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!(got, (name, status));
+        }
         let bad = c.query_row("SELECT 'used'", [], |r| r.get::<_, Action>(0));
         assert!(bad
             .unwrap_err()
             .to_string()
             .contains("unknown action \"used\""));
+    }
+
+    #[test]
+    fn a_new_sink_or_source_word_needs_no_migration_and_a_print_test_no_message() {
+        let path = scratch("v6");
+        {
+            let c = Connection::open(&path).unwrap();
+            for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
+                c.execute_batch(sql).unwrap();
+                c.pragma_update(None, "user_version", i as i64 + 1).unwrap();
+            }
+            // What `coupond print-test` wrote before: a made-up test message and its job.
+            c.execute_batch(
+                "INSERT INTO messages (id, received_at, event, outcome, body, body_sha1,
+                                       last_received_at, source)
+                 VALUES (1, 'now', 'coupond_print_test', 'ignored', '{}', 'x', 'now', 'test');
+                 INSERT INTO outputs (message_id, sink, created_at) VALUES (1, 'printer', 'now');",
+            )
+            .unwrap();
+        }
+        let mut store = Store::open(&path).unwrap();
+        let jobs = store.pending_jobs(SinkKind::Printer, 10).unwrap();
+        assert!(matches!(
+            jobs[..],
+            [Job {
+                work: Work::Task(Task::PrintTest),
+                origin: None,
+                ..
+            }]
+        ));
+        let c = &store.conn;
+        assert_eq!(count(&store, "SELECT count(*) FROM messages"), 0);
+        assert_eq!(store.summary().unwrap().test_messages, 0);
+        // Words no CHECK list knows, on the connection that migrated and on a new one.
+        for c in [c, &Connection::open(&path).unwrap()] {
+            c.execute_batch(
+                "INSERT INTO messages (received_at, outcome, body, body_sha1, last_received_at, source)
+                 VALUES ('now', 'ignored', '{}', hex(randomblob(8)), 'now', 'scanner');
+                 INSERT INTO outputs (work, sink, created_at) VALUES ('print_test', 'speaker', 'now');",
+            )
+            .unwrap();
+        }
+        let id = store
+            .queue_task(Task::PrintTest, SinkKind::Printer)
+            .unwrap();
+        assert_eq!(
+            store.output_state(id).unwrap(),
+            Some((OutputState::Pending, None))
+        );
+        let check: String = store
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::ingest::insert_output;
 use super::{Result, Store};
 use crate::coupon::Action;
 use crate::model::{
-    Attempt, AttemptOutcome, Job, JobEvent, Origin, SinkKind, Source, PRINT_TEST_EVENT,
+    Attempt, AttemptOutcome, Job, JobEvent, Origin, OutputState, SinkKind, Task, Work,
 };
 use crate::time;
 
@@ -28,50 +28,24 @@ impl Store {
         held_after: Option<i64>,
     ) -> Result<Vec<Job>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT o.id, o.attempts, o.reprint, m.id, m.action, m.certificate_id,
+            "SELECT o.id, o.attempts, o.reprint, o.work, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
                     m.received_at, CAST(m.body AS TEXT), m.source, m.outcome, m.msg_id,
-                    m.signature, m.event
-             FROM outputs o JOIN messages m ON m.id = o.message_id
+                    m.signature
+             FROM outputs o LEFT JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'pending' AND o.sink = ?1
              ORDER BY o.id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![sink, limit as i64], |r| {
-            let print_test = r.get::<_, Option<String>>(18)?.as_deref() == Some(PRINT_TEST_EVENT);
-            let origin = Origin {
-                message_id: r.get(3)?,
-                source: r.get(14)?,
-                outcome: r.get(15)?,
-                client_key: r.get(9)?,
-                account_id: r.get(8)?,
-                msg_id: r.get(16)?,
-                signature: r.get(17)?,
-                body: r.get(13)?,
-            };
-            let event = match (r.get::<_, Option<Action>>(4)?, r.get(5)?) {
-                (Some(action), Some(certificate_id)) => Some(JobEvent {
-                    message_id: origin.message_id,
-                    action,
-                    certificate_id,
-                    order_id: r.get(6)?,
-                    code: r.get(7)?,
-                    account_id: origin.account_id.clone(),
-                    client_key: origin.client_key.clone(),
-                    msg_time: r.get(10)?,
-                    log_id: r.get(11)?,
-                    received_at: r.get(12)?,
-                    body: origin.body.clone(),
-                    source: origin.source,
-                    details: None,
-                }),
-                _ => None,
+            let (work, origin) = match r.get::<_, Option<Task>>(3)? {
+                Some(task) => (Work::Task(task), None),
+                None => message_work(r)?,
             };
             Ok(Job {
                 id: r.get(0)?,
                 attempts: r.get(1)?,
                 reprint: r.get(2)?,
-                print_test,
-                event,
+                work,
                 origin,
                 awaiting_details: None,
             })
@@ -81,27 +55,17 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Records a `coupond print-test` request (a test message about no coupon) and
-    /// queues it for the printer; returns the output job's id.
-    pub fn queue_print_test(&mut self, body: &str) -> Result<i64> {
-        let tx = self.conn.transaction()?;
-        let now = time::now_rfc3339();
-        let sha1 = sha1_smol::Sha1::from(body.as_bytes()).digest().to_string();
-        tx.execute(
-            "INSERT INTO messages (received_at, event, outcome, body, body_sha1,
-                                   last_received_at, source)
-             VALUES (?1, ?2, 'ignored', ?3, ?4, ?1, ?5)",
-            params![now, PRINT_TEST_EVENT, body, sha1, Source::Test],
-        )?;
-        let message_id = tx.last_insert_rowid();
-        insert_output(&tx, message_id, SinkKind::Printer, &now, false)?;
-        let output_id = tx.last_insert_rowid();
-        tx.commit()?;
-        Ok(output_id)
+    /// Queues a job about no message (`coupond print-test`'s receipt) for `sink`;
+    /// returns the output job's id.
+    pub fn queue_task(&mut self, task: Task, sink: SinkKind) -> Result<i64> {
+        self.conn
+            .prepare_cached("INSERT INTO outputs (work, sink, created_at) VALUES (?1, ?2, ?3)")?
+            .execute(params![task, sink, time::now_rfc3339()])?;
+        Ok(self.conn.last_insert_rowid())
     }
 
     /// An output job's state and last error, to follow one through the daemon.
-    pub fn output_state(&self, id: i64) -> Result<Option<(String, Option<String>)>> {
+    pub fn output_state(&self, id: i64) -> Result<Option<(OutputState, Option<String>)>> {
         self.conn
             .query_row(
                 "SELECT state, last_error FROM outputs WHERE id = ?1",
@@ -111,20 +75,21 @@ impl Store {
             .optional()
     }
 
-    /// Records delivery attempts in one transaction.
+    /// Records delivery attempts in one transaction. A job given up meanwhile
+    /// ([`Store::cancel_job`]) stays given up unless this attempt delivered it.
     pub fn finish_jobs(&mut self, results: &[Attempt]) -> Result<()> {
         let tx = self.conn.transaction()?;
         let now = time::now_rfc3339();
         for a in results {
             let (state, error) = match &a.outcome {
-                AttemptOutcome::Done => ("done", None),
-                AttemptOutcome::Retry(e) => ("pending", Some(e)),
-                AttemptOutcome::GiveUp(e) => ("failed", Some(e)),
+                AttemptOutcome::Done => (OutputState::Done, None),
+                AttemptOutcome::Retry(e) => (OutputState::Pending, Some(e)),
+                AttemptOutcome::GiveUp(e) => (OutputState::Failed, Some(e)),
             };
             tx.prepare_cached(
                 "UPDATE outputs SET attempts = attempts + 1, state = ?2, last_error = ?3,
                         done_at = CASE ?2 WHEN 'done' THEN ?4 ELSE done_at END
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND (state = 'pending' OR ?2 = 'done')",
             )?
             .execute(params![a.id, state, error, now])?;
         }
@@ -165,4 +130,39 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         rows.collect()
     }
+}
+
+/// A message's job from `pending_jobs`' row (columns 4 on): its coupon event, or a
+/// signed message that is none (only the relay's forward carries one), and the message
+/// as it came.
+fn message_work(r: &rusqlite::Row) -> Result<(Work, Option<Origin>)> {
+    let origin = Origin {
+        message_id: r.get(4)?,
+        source: r.get(15)?,
+        outcome: r.get(16)?,
+        client_key: r.get(10)?,
+        account_id: r.get(9)?,
+        msg_id: r.get(17)?,
+        signature: r.get(18)?,
+        body: r.get(14)?,
+    };
+    let work = match (r.get::<_, Option<Action>>(5)?, r.get(6)?) {
+        (Some(action), Some(certificate_id)) => Work::Coupon(JobEvent {
+            message_id: origin.message_id,
+            action,
+            certificate_id,
+            order_id: r.get(7)?,
+            code: r.get(8)?,
+            account_id: origin.account_id.clone(),
+            client_key: origin.client_key.clone(),
+            msg_time: r.get(11)?,
+            log_id: r.get(12)?,
+            received_at: r.get(13)?,
+            body: origin.body.clone(),
+            source: origin.source,
+            details: None,
+        }),
+        _ => Work::Relayed,
+    };
+    Ok((work, Some(origin)))
 }

@@ -8,7 +8,7 @@ use super::schema::schema_version;
 use super::{Result, Store};
 use crate::coupon::{Action, Status};
 use crate::intake::Outcome;
-use crate::model::SinkKind;
+use crate::model::{LinkName, LinkStatus, OutputState, SinkKind};
 use crate::time;
 
 /// One account's catch-up, as `coupond status` shows it.
@@ -46,7 +46,8 @@ pub struct Summary {
     pub certificates: Vec<(Status, i64)>,
     pub outcomes: Vec<(Outcome, i64)>,
     pub redeliveries: i64,
-    pub outputs: Vec<(SinkKind, String, i64)>,
+    pub outputs: Vec<(SinkKind, OutputState, i64)>,
+    /// (id, sink, what about: a certificate or a task, attempts, last error).
     pub failed_outputs: Vec<(i64, SinkKind, String, i64, Option<String>)>,
     pub rejected: i64,
     /// Deliveries of the stored rejected bodies beyond the first.
@@ -57,7 +58,7 @@ pub struct Summary {
     pub catchup: Vec<CatchupRow>,
     /// Messages catch-up applied, in all.
     pub recovered: i64,
-    /// Test pushes and print tests, counted apart from the rest.
+    /// Test pushes (`coupond send`), counted apart from the rest.
     pub test_messages: i64,
     pub test_coupons: i64,
     /// See [`Store::signature_failures_last_hour`].
@@ -71,8 +72,8 @@ pub struct Summary {
 /// A broker connection's state, as the daemon last recorded it, with its traffic.
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub name: String,
-    pub state: String,
+    pub name: LinkName,
+    pub state: LinkStatus,
     pub since: String,
     pub detail: Option<String>,
     /// `mqtt`: jobs waiting for the broker; `mqtt-source`: none.
@@ -154,7 +155,7 @@ impl Store {
         }
         for link in self.links()? {
             line += &format!("; {} {}", link.name, link.state);
-            if link.name == "mqtt" {
+            if link.name == LinkName::Mqtt {
                 line += &format!(", {} queued", link.queued);
             }
         }
@@ -203,8 +204,8 @@ impl Store {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_>>()?;
         let mut stmt = c.prepare(
-            "SELECT o.id, o.sink, coalesce(m.certificate_id, ''), o.attempts, o.last_error
-             FROM outputs o JOIN messages m ON m.id = o.message_id
+            "SELECT o.id, o.sink, coalesce(m.certificate_id, o.work, ''), o.attempts, o.last_error
+             FROM outputs o LEFT JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT 5",
         )?;
         let failed_outputs = stmt

@@ -1,6 +1,7 @@
-//! A client for the calls coupond makes to Douyin Open Platform: the *stable* client
-//! token and the verify-record query (SPEC §11, driven by catch-up), and the
-//! certificate query (SPEC §13, driven by the details lookup).
+//! A client for Douyin Open Platform: the *stable* client token, the verify-record
+//! query (SPEC §11, catch-up) and the certificate query (SPEC §13, the details lookup,
+//! in `details`). [`Douyin`] (in `token`) is what callers use: it owns the token, its
+//! refresh and the secrets; [`Client`] below is the bare connection it drives.
 //!
 //! - HTTP/1.1 with hyper's client over TCP, or over TLS with [`crate::tls`]'s one
 //!   configuration; one connection is kept between calls, so a sweep of many pages pays
@@ -28,8 +29,11 @@ use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use crate::details;
 use crate::wire::{integer, text};
+
+mod details;
+mod token;
+pub use token::{Douyin, TOKEN_MARGIN};
 
 /// The longest one call may take, connection included.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,11 +44,8 @@ pub const PAGE_SIZE: usize = 20;
 
 const TOKEN_PATH: &str = "/oauth/stable_client_token/";
 const QUERY_PATH: &str = "/goodlife/v1/fulfilment/certificate/verify_record/query/";
-const CERTIFICATE_PATH: &str = "/goodlife/v1/fulfilment/certificate/query/";
 /// `error_code`s that mean "the access token is invalid or expired".
 const TOKEN_INVALID: [i64; 2] = [28_001_003, 28_001_008];
-/// A token is fetched again this long before it expires.
-const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 
 /// `--douyin-api`: where the Open Platform is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,12 +116,6 @@ pub enum ApiError {
     Garbage(String),
     /// Douyin's own error: `data.error_code` and `data.description`.
     Douyin { code: i64, description: String },
-    /// No token could be had for the app (with why the last try failed).
-    NoToken {
-        client_key: String,
-        url: String,
-        why: Box<ApiError>,
-    },
 }
 
 impl ApiError {
@@ -144,15 +139,6 @@ impl std::fmt::Display for ApiError {
             ApiError::Douyin { code, description } => {
                 write!(f, "Douyin error_code {code}: {description}")
             }
-            ApiError::NoToken {
-                client_key,
-                url,
-                why,
-            } => write!(
-                f,
-                "no token for app {client_key} from {url}: {why} (check the client secret, \
-                 and that the app is authorised for the merchant's life services)"
-            ),
         }
     }
 }
@@ -220,7 +206,7 @@ impl Query<'_> {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters and the comma.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
@@ -233,7 +219,7 @@ fn encode(s: &str) -> String {
 }
 
 /// `data` of Douyin's envelope, after checking `data.error_code`.
-fn data(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+pub(crate) fn data(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::Garbage(format!("not JSON ({} bytes)", body.len())))?;
     let Some(Value::Object(data)) = v.get("data") else {
@@ -265,16 +251,6 @@ pub fn parse_token(body: &[u8]) -> Result<Token, ApiError> {
         access_token,
         expires_in: Duration::from_secs(expires_in as u64),
     })
-}
-
-/// Parses a `certificate/query` answer: the coupon `certificate_id`'s details, or
-/// [`details::Answer::Absent`] when the (well-formed) answer does not hold it.
-pub fn parse_certificates(
-    body: &[u8],
-    certificate_id: &str,
-    fetched_at: &str,
-) -> Result<details::Answer, ApiError> {
-    details::from_answer(&data(body)?, certificate_id, fetched_at).map_err(ApiError::Garbage)
 }
 
 /// Parses one page of the verify-record query (`records`, else `records_v2`).
@@ -351,35 +327,6 @@ impl Client {
             .call("POST", TOKEN_PATH.to_string(), None, body)
             .await?;
         parse_token(&answer)
-    }
-
-    /// `GET /goodlife/v1/fulfilment/certificate/verify_record/query/`.
-    pub async fn verify_records(&mut self, token: &Token, q: &Query<'_>) -> Result<Page, ApiError> {
-        let path = format!("{QUERY_PATH}?{}", q.query_string());
-        let answer = self
-            .call("GET", path, Some(&token.access_token), String::new())
-            .await?;
-        parse_page(&answer)
-    }
-
-    /// `GET /goodlife/v1/fulfilment/certificate/query/` for `order_id`: the details of
-    /// the order's coupon `certificate_id`.
-    pub async fn certificate(
-        &mut self,
-        token: &Token,
-        order_id: &str,
-        account_id: &str,
-        certificate_id: &str,
-    ) -> Result<details::Answer, ApiError> {
-        let path = format!(
-            "{CERTIFICATE_PATH}?order_id={}&account_id={}",
-            encode(order_id),
-            encode(account_id)
-        );
-        let answer = self
-            .call("GET", path, Some(&token.access_token), String::new())
-            .await?;
-        parse_certificates(&answer, certificate_id, &crate::time::now_rfc3339())
     }
 
     /// One request within [`CALL_TIMEOUT`]; on a kept connection that turns out closed,
@@ -501,152 +448,6 @@ impl Client {
     }
 }
 
-/// The app whose token is asked for (the first `--client-key`) and its secrets, in
-/// order (a rotation tries each). Never logged.
-#[derive(Clone)]
-pub struct App {
-    pub client_key: String,
-    pub secrets: Vec<String>,
-}
-
-/// The one connection to Douyin and the one token, shared by catch-up and the details
-/// lookup (SPEC §13: one token for both). Calls take turns; each is within
-/// [`CALL_TIMEOUT`], so no caller waits longer than a few calls for its turn.
-pub type Shared = Arc<tokio::sync::Mutex<Session>>;
-
-/// A client with its app and the token it holds: the stable token is kept until
-/// [`TOKEN_MARGIN`] before it expires, and fetched again once when a call says it is
-/// invalid or expired (SPEC §11's rule, for every call).
-pub struct Session {
-    client: Client,
-    app: App,
-    token: Option<(Token, tokio::time::Instant)>,
-}
-
-/// One call that needs a token.
-enum Call<'a> {
-    Records(&'a Query<'a>),
-    Certificate {
-        order_id: &'a str,
-        account_id: &'a str,
-        certificate_id: &'a str,
-    },
-}
-
-enum Reply {
-    Page(Page),
-    Certificate(details::Answer),
-}
-
-impl Session {
-    pub fn new(client: Client, app: App) -> Session {
-        Session {
-            client,
-            app,
-            token: None,
-        }
-    }
-
-    pub fn shared(self) -> Shared {
-        Arc::new(tokio::sync::Mutex::new(self))
-    }
-
-    pub fn url(&self) -> &ApiUrl {
-        self.client.url()
-    }
-
-    /// One page of the verify-record query (SPEC §11).
-    pub async fn verify_records(&mut self, q: &Query<'_>) -> Result<Page, ApiError> {
-        match self.with_token(Call::Records(q)).await? {
-            Reply::Page(p) => Ok(p),
-            Reply::Certificate(_) => unreachable!("a page was asked for"),
-        }
-    }
-
-    /// The details of coupon `certificate_id` of order `order_id` (SPEC §13).
-    pub async fn certificate(
-        &mut self,
-        order_id: &str,
-        account_id: &str,
-        certificate_id: &str,
-    ) -> Result<details::Answer, ApiError> {
-        let call = Call::Certificate {
-            order_id,
-            account_id,
-            certificate_id,
-        };
-        match self.with_token(call).await? {
-            Reply::Certificate(a) => Ok(a),
-            Reply::Page(_) => unreachable!("a certificate was asked for"),
-        }
-    }
-
-    /// `call` with the token; a token Douyin calls invalid is replaced once.
-    async fn with_token(&mut self, call: Call<'_>) -> Result<Reply, ApiError> {
-        let mut renewed = false;
-        loop {
-            let token = self.token().await?;
-            let reply = match &call {
-                Call::Records(q) => self.client.verify_records(&token, q).await.map(Reply::Page),
-                Call::Certificate {
-                    order_id,
-                    account_id,
-                    certificate_id,
-                } => self
-                    .client
-                    .certificate(&token, order_id, account_id, certificate_id)
-                    .await
-                    .map(Reply::Certificate),
-            };
-            match reply {
-                Err(e) if e.token_invalid() && !renewed => {
-                    log::info!("douyin: the token is no longer valid ({e}); fetching a new one");
-                    self.token = None;
-                    renewed = true;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// The kept token, or a new one (each secret in order, for a rotation).
-    pub async fn token(&mut self) -> Result<Token, ApiError> {
-        if let Some((t, at)) = &self.token {
-            if at.elapsed() + TOKEN_MARGIN < t.expires_in {
-                return Ok(t.clone());
-            }
-        }
-        let mut last: Option<ApiError> = None;
-        for (i, secret) in self.app.secrets.iter().enumerate() {
-            match self.client.stable_token(&self.app.client_key, secret).await {
-                Ok(t) => {
-                    log::info!(
-                        "douyin: token for app {} obtained with secret #{} (valid {}s)",
-                        self.app.client_key,
-                        i + 1,
-                        t.expires_in.as_secs()
-                    );
-                    self.token = Some((t.clone(), tokio::time::Instant::now()));
-                    return Ok(t);
-                }
-                Err(e) => {
-                    let retry = matches!(e, ApiError::Douyin { .. });
-                    last = Some(e);
-                    // Only Douyin's refusal says another secret may do better.
-                    if !retry {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(ApiError::NoToken {
-            client_key: self.app.client_key.clone(),
-            url: self.client.url().to_string(),
-            why: Box::new(last.unwrap_or(ApiError::Network("no secret".into()))),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,39 +556,6 @@ mod tests {
         assert_eq!(parse_page(v2).unwrap().records[0].verify_id, "v");
         let empty = br#"{"data":{"records":null,"total":0,"error_code":0,"description":""}}"#;
         assert!(parse_page(empty).unwrap().records.is_empty());
-    }
-
-    #[test]
-    fn certificate_answers_go_through_the_envelope() {
-        let ok = br#"{"data":{"certificates":[{"certificate_id":"c1","amount":{"pay_amount":9900},
-            "sku":{"title":"T"},"verify":{"poi_id":7100000000000000123}}],"error_code":0,
-            "description":""},"extra":{"logid":"L"}}"#;
-        match parse_certificates(ok, "c1", "now").unwrap() {
-            details::Answer::Found(d) => {
-                assert_eq!(d.poi_id.as_deref(), Some("7100000000000000123"));
-                assert_eq!(d.pay_amount, Some(9900));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            parse_certificates(ok, "c2", "now").unwrap(),
-            details::Answer::Absent
-        );
-        let refused = br#"{"data":{"error_code":2119001,"description":"no permission"}}"#;
-        assert!(matches!(
-            parse_certificates(refused, "c1", "now"),
-            Err(ApiError::Douyin { code: 2119001, .. })
-        ));
-        let expired = br#"{"data":{"error_code":28001003,"description":"invalid"}}"#;
-        assert!(parse_certificates(expired, "c1", "now")
-            .unwrap_err()
-            .token_invalid());
-        for garbage in [&b"<html>"[..], br#"{"data":{"certificates":7}}"#] {
-            assert!(matches!(
-                parse_certificates(garbage, "c1", "now"),
-                Err(ApiError::Garbage(_))
-            ));
-        }
     }
 
     #[test]
