@@ -57,11 +57,6 @@ const MIN_STEP: i64 = 60;
 /// Messages handed to the writer at once (one commit, usually).
 const CHUNK: usize = 64;
 
-/// Unix seconds at build time (see `build.rs`): the earliest sane clock.
-pub fn build_time() -> i64 {
-    env!("COUPOND_BUILD_TIME").parse().unwrap_or(0)
-}
-
 /// A time window in Unix seconds, `start <= t < end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -227,7 +222,7 @@ pub async fn run(
     let mut clock_warned = false;
     loop {
         let now = time::now_secs();
-        let wait = if now < build_time() {
+        let wait = if now < time::build_time() {
             if !clock_warned {
                 log::warn!(
                     "catch-up: waiting for a sane clock (it says {}, before this build); is NTP running?",
