@@ -433,7 +433,7 @@ impl Sweeper {
             msg_id: None,
             signature: None,
             body: m.body.into_bytes(),
-            source: Source::Reconcile,
+            source: Source::Catchup,
             dedup: Some(m.digest),
             intake: Intake::Message(Message {
                 event: Some(EVENT_CERTIFICATE.to_string()),
