@@ -179,7 +179,7 @@ fn commit(store: &mut Store, plan: &OutputPlan, batch: &mut Vec<(Box<Arrival>, R
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::coupon::Action;
     use crate::intake::{self, Apps, Outcome};
@@ -188,7 +188,16 @@ mod tests {
 
     const SECRET: &str = "writer-test-secret";
 
-    fn arrival(apps: &Apps, certificate_id: &str) -> Arrival {
+    /// The apps that `arrival`'s pushes are signed for.
+    pub(crate) fn apps() -> Apps {
+        Apps {
+            client_keys: vec!["k".into()],
+            secrets: vec![SECRET.into()],
+        }
+    }
+
+    /// A signed verify of `certificate_id`, as the webhook would hand it over.
+    pub(crate) fn arrival(apps: &Apps, certificate_id: &str) -> Arrival {
         let content = serde_json::json!({
             "action": "verify",
             "msg_time": 1_700_000_000,
@@ -231,10 +240,7 @@ mod tests {
         });
         writer.tx.send(Command::Call(hold)).await.unwrap();
         busy.recv().unwrap();
-        let apps = Apps {
-            client_keys: vec!["k".into()],
-            secrets: vec![SECRET.into()],
-        };
+        let apps = apps();
         let mut answers = Vec::new();
         for i in 0..100 {
             answers.push(
