@@ -58,7 +58,7 @@ impl Entry {
     pub fn from_event(e: &JobEvent, reprint: bool) -> Entry {
         Entry {
             reprint,
-            recovered: e.recovered(),
+            recovered: e.from_catchup(),
             test: e.test(),
             ..Entry::new(
                 e.action,
