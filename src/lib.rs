@@ -49,6 +49,7 @@ pub mod outbox;
 pub mod ratelimit;
 pub mod retention;
 pub mod sanitize;
+pub mod schedule;
 pub mod server;
 pub mod shutdown;
 pub mod signature;

@@ -120,8 +120,8 @@ pub struct Forwarded {
 pub enum Source {
     /// Douyin's webhook over HTTP.
     Push,
-    /// Recovered from Douyin's API (catch-up).
-    Reconcile,
+    /// Recovered from Douyin's API by catch-up; stored as `reconcile` (SPEC §5, §11).
+    Catchup,
     /// A push forwarded by a relay through the broker.
     Mqtt,
     /// `coupond send`'s test push.
@@ -129,12 +129,12 @@ pub enum Source {
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::Push, Source::Reconcile, Source::Mqtt, Source::Test];
+    pub const ALL: [Source; 4] = [Source::Push, Source::Catchup, Source::Mqtt, Source::Test];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Push => "push",
-            Source::Reconcile => "reconcile",
+            Source::Catchup => "reconcile",
             Source::Mqtt => "mqtt",
             Source::Test => "test",
         }
@@ -278,7 +278,7 @@ pub struct JobEvent {
     pub log_id: Option<String>,
     pub received_at: String,
     /// Douyin's raw body, for hooks that want every field (a recovered record's JSON
-    /// when `source` is `Reconcile`).
+    /// when `source` is `Catchup`).
     pub body: String,
     /// A push, or a coupon recovered by catch-up (marked 补录).
     pub source: Source,
@@ -288,8 +288,8 @@ pub struct JobEvent {
 
 impl JobEvent {
     /// Recovered by catch-up rather than pushed: receipts and the display say 补录.
-    pub fn recovered(&self) -> bool {
-        self.source == Source::Reconcile
+    pub fn from_catchup(&self) -> bool {
+        self.source == Source::Catchup
     }
 
     /// A test push (`coupond send`): marked 测试 wherever it shows.
@@ -497,7 +497,7 @@ mod tests {
             (Push, Challenge, true, false),
             (Mqtt, Applied, false, true),
             (Mqtt, Duplicate, false, false),
-            (Reconcile, Applied, false, true),
+            (Catchup, Applied, false, true),
             (Test, Applied, false, false),
         ] {
             assert_eq!(

@@ -220,6 +220,63 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coupon::Action;
+    use crate::model::{OutputPlan, SinkKind};
+    use crate::sinks::exec::Exec;
+    use crate::store::Store;
+    use crate::writer::tests::{apps, arrival};
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn jobs_go_out_oldest_first_and_a_failure_holds_the_rest_until_it_succeeds() {
+        let dir = std::env::temp_dir().join(format!("coupond-outbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("coupond.db")).unwrap();
+        let plan = OutputPlan::new(vec![SinkKind::Exec], Action::ALL.to_vec(), None);
+        let (changes_tx, changes) = watch::channel(0u64);
+        let (writer, thread) = Writer::start(store, plan, changes_tx);
+        let apps = apps();
+        for i in 1..=5 {
+            writer
+                .ingest(arrival(&apps, &format!("c{i}")))
+                .await
+                .unwrap();
+        }
+        // The hook notes each delivery; c2's first attempt fails.
+        let log = dir.join("delivered");
+        let command = format!(
+            "echo $COUPOND_CERTIFICATE_ID >> {log}; \
+             if [ $COUPOND_CERTIFICATE_ID = c2 ] && [ ! -e {mark} ]; then : > {mark}; exit 1; fi",
+            log = log.display(),
+            mark = dir.join("failed-once").display()
+        );
+        let sink = Arc::new(Sink::Exec(Exec {
+            command,
+            timeout: Duration::from_secs(10),
+        }));
+        let (trigger, stop) = shutdown::channel();
+        let task = tokio::spawn(run_sink(
+            sink,
+            writer.clone(),
+            5,
+            changes,
+            DetailsWait::none(),
+            stop,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let lines = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().count() >= 6 || Instant::now() > deadline {
+                break text.lines().map(str::to_string).collect::<Vec<_>>();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(lines, ["c1", "c2", "c2", "c3", "c4", "c5"]);
+        let _ = trigger.send(true);
+        task.await.unwrap();
+        drop(writer);
+        thread.join().unwrap();
+    }
 
     #[test]
     fn jobs_wait_for_details_until_due_and_later_jobs_stay_behind() {

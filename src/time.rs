@@ -39,6 +39,38 @@ pub fn rfc3339_millis(unix_ms: i64) -> String {
     )
 }
 
+/// Unix seconds at build time (see `build.rs`): the earliest sane clock. Catch-up and
+/// scheduled work wait while the clock says earlier (a box without its NTP time yet).
+pub fn build_time() -> i64 {
+    env!("BUILD_TIME_OF_COUPOND").parse().unwrap_or(0)
+}
+
+/// The box's UTC offset in seconds at `unix_secs` (`localtime_r`'s `tm_gmtoff`: the
+/// local time zone, DST included, as every other program on the box sees it).
+pub fn utc_offset(unix_secs: i64) -> i64 {
+    let t = unix_secs as libc::time_t;
+    // SAFETY: as in `local_datetime`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok {
+        tm.tm_gmtoff as i64
+    } else {
+        0
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of
+/// [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// `unix_secs` in the box's local time zone, as `2026-11-23 16:15:00`.
 pub fn local_datetime(unix_secs: i64) -> String {
     let t = unix_secs as libc::time_t;
@@ -62,7 +94,7 @@ pub fn local_datetime(unix_secs: i64) -> String {
 
 /// Year, month, day of the proleptic Gregorian calendar for a day count since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -177,3 +177,101 @@ fn commit(store: &mut Store, plan: &OutputPlan, batch: &mut Vec<(Box<Arrival>, R
     }
     queued
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::coupon::Action;
+    use crate::intake::{self, Apps, Outcome};
+    use crate::model::{SinkKind, Source};
+    use crate::signature::sign;
+
+    const SECRET: &str = "writer-test-secret";
+
+    /// The apps that `arrival`'s pushes are signed for.
+    pub(crate) fn apps() -> Apps {
+        Apps {
+            client_keys: vec!["k".into()],
+            secrets: vec![SECRET.into()],
+        }
+    }
+
+    /// A signed verify of `certificate_id`, as the webhook would hand it over.
+    pub(crate) fn arrival(apps: &Apps, certificate_id: &str) -> Arrival {
+        let content = serde_json::json!({
+            "action": "verify",
+            "msg_time": 1_700_000_000,
+            "certificate": {"certificate_id": certificate_id},
+        })
+        .to_string();
+        let body = serde_json::json!({
+            "event": "life_trade_certificate_notify",
+            "client_key": "k",
+            "content": content,
+        })
+        .to_string()
+        .into_bytes();
+        Arrival {
+            received_at: crate::time::now_rfc3339(),
+            msg_id: None,
+            signature: Some(sign(SECRET, &body)),
+            intake: intake::classify(apps, &body, Some(&sign(SECRET, &body))),
+            body,
+            source: Source::Push,
+            dedup: None,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn arrivals_queued_during_a_commit_share_the_next_one_and_are_answered_in_order() {
+        let dir = std::env::temp_dir().join(format!("coupond-writer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("coupond.db")).unwrap();
+        let plan = OutputPlan::new(vec![SinkKind::Log], Action::ALL.to_vec(), None);
+        let (changes_tx, changes) = watch::channel(0u64);
+        let (writer, thread) = Writer::start(store, plan, changes_tx);
+        // Hold the thread, as a commit on its way to disk would, while 100 arrive.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (entered, busy) = std::sync::mpsc::channel::<()>();
+        let hold: Call = Box::new(move |_| {
+            let _ = entered.send(());
+            let _ = held.recv();
+        });
+        writer.tx.send(Command::Call(hold)).await.unwrap();
+        busy.recv().unwrap();
+        let apps = apps();
+        let mut answers = Vec::new();
+        for i in 0..100 {
+            answers.push(
+                writer
+                    .submit(arrival(&apps, &format!("c{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        release.send(()).unwrap();
+        let mut ids = Vec::new();
+        for a in answers {
+            match a.await.unwrap().unwrap() {
+                Ack::Recorded {
+                    message_id,
+                    outcome: Outcome::Applied,
+                    outputs: 1,
+                } => ids.push(message_id),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(ids, (1..=100).collect::<Vec<i64>>(), "answered in order");
+        let jobs = writer
+            .call(|s| s.pending_jobs(SinkKind::Log, 1000).unwrap().len())
+            .await
+            .unwrap();
+        assert_eq!(jobs, 100);
+        // One commit with output jobs for all of them: one wake-up for the outbox (read
+        // after a round trip, as the answers go out just before it).
+        assert_eq!(*changes.borrow(), 1);
+        drop(writer);
+        thread.join().unwrap();
+    }
+}

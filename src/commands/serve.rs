@@ -199,33 +199,14 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
     let plan = plan_for_reload;
     let (trigger, stop) = shutdown::channel();
-    log::info!(
-        "coupond {} {ear} with database {}; {} app(s), {} secret(s); outputs: {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.db.display(),
-        cfg.apps.client_keys.len(),
-        cfg.apps.secrets.len(),
-        sinks
-            .iter()
-            .map(|s| s.kind().name())
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
+    log_start(&cfg, &ear, &sinks);
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
     let note = ReloadNote::default();
     // The apps (client keys, secrets) a reload swaps: the webhook's, and Douyin's token.
     let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
-    let catchup = catchup.map(|settings| {
-        let douyin = Douyin::new(
-            settings.api.clone(),
-            settings.tls.clone(),
-            settings.client_key.clone(),
-            apps.clone(),
-        );
-        (settings, Arc::new(douyin))
-    });
+    let catchup = catchup.map(|settings| with_douyin(settings, &apps));
     let details = cfg.catchup.as_ref().and_then(|c| c.details);
     let mut tasks = spawn_beside_webhook(
         &cfg, &sinks, display, catchup, details, &writer, &changes, &notifier, &note, &stop,
@@ -377,6 +358,58 @@ fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, Stri
     }))
 }
 
+/// The start-up line: what listens, the database, the apps and the outputs.
+fn log_start(cfg: &ServeConfig, ear: &str, sinks: &[Arc<Sink>]) {
+    log::info!(
+        "coupond {} {ear} with database {}; {} app(s), {} secret(s); outputs: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.db.display(),
+        cfg.apps.client_keys.len(),
+        cfg.apps.secrets.len(),
+        sinks
+            .iter()
+            .map(|s| s.kind().name())
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+}
+
+/// Catch-up's settings with the daemon's one Douyin client, whose secrets follow
+/// reloads through `apps`.
+fn with_douyin(
+    settings: catchup::Settings,
+    apps: &watch::Receiver<Arc<Apps>>,
+) -> (catchup::Settings, Arc<Douyin>) {
+    let douyin = Douyin::new(
+        settings.api.clone(),
+        settings.tls.clone(),
+        settings.client_key.clone(),
+        apps.clone(),
+    );
+    (settings, Arc::new(douyin))
+}
+
+/// Catch-up's task, with what the watchdog needs to tell a stuck sweep.
+fn spawn_catchup(
+    tasks: &mut JoinSet<()>,
+    catchup: Option<(catchup::Settings, Arc<Douyin>)>,
+    writer: &Writer,
+    stop: &Stop,
+) -> Option<(catchup::Health, Duration)> {
+    catchup.map(|(settings, douyin)| {
+        let every = settings.every;
+        let (health_tx, health) = watch::channel((crate::time::now_secs(), false));
+        tasks.spawn(catchup::run(
+            settings,
+            douyin,
+            writer.clone(),
+            health_tx,
+            stop.clone(),
+        ));
+        (health, every)
+    })
+}
+
 /// Everything beside the webhook, as tasks that end when the stop is given: one
 /// delivery loop per sink (and the MQTT sink's connection), the MQTT source,
 /// retention, the display's port, catch-up and the watchdog.
@@ -451,18 +484,7 @@ fn spawn_beside_webhook(
             stop.clone(),
         ));
     }
-    let catchup_health = catchup.map(|(settings, douyin)| {
-        let every = settings.every;
-        let (health_tx, health) = watch::channel((crate::time::now_secs(), false));
-        tasks.spawn(catchup::run(
-            settings,
-            douyin,
-            writer.clone(),
-            health_tx,
-            stop.clone(),
-        ));
-        (health, every)
-    });
+    let catchup_health = spawn_catchup(&mut tasks, catchup, writer, stop);
     if let Some(every) = notifier.watchdog_interval() {
         tasks.spawn(watchdog(
             notifier.clone(),

@@ -40,6 +40,33 @@ fn count<K: PartialEq>(pairs: &[(K, i64)], key: K) -> i64 {
 /// The report, one topic a line.
 pub fn render(db: &str, s: &Summary) -> String {
     let mut out = format!("database   {db} (schema version {})\n", s.schema_version);
+    out += &totals(s);
+    out += &outputs(s);
+    out += &links(s);
+    out += &rejects(s);
+    for c in &s.catchup {
+        out += &catchup_line(c, s.recovered);
+    }
+    out += &details(s.details);
+    out
+}
+
+/// What was bought (SPEC §13): lookups fetched, waiting, failed; nothing when there
+/// were none.
+fn details(d: DetailsCounts) -> String {
+    if d == DetailsCounts::default() {
+        return String::new();
+    }
+    format!(
+        "details    {} coupon(s) with details fetched, {} waiting for Douyin's answer, \
+         {} failed (Douyin did not know the coupon, or did not answer within 24 h)\n",
+        d.fetched, d.waiting, d.failed
+    )
+}
+
+/// Coupons and messages (tests apart), and the last message.
+fn totals(s: &Summary) -> String {
+    let mut out = String::new();
     let total: i64 = s.certificates.iter().map(|(_, n)| n).sum();
     out += &format!(
         "coupons    {total}: {}\n",
@@ -78,6 +105,12 @@ pub fn render(db: &str, s: &Summary) -> String {
         }
         None => out += "last       no message yet\n",
     }
+    out
+}
+
+/// Output jobs per sink and state, the last failed ones, and signature trouble.
+fn outputs(s: &Summary) -> String {
+    let mut out = String::new();
     if s.outputs.is_empty() {
         out += "outputs    none yet\n";
     } else {
@@ -97,10 +130,10 @@ pub fn render(db: &str, s: &Summary) -> String {
             .collect();
         out += &format!("outputs    {}\n", per_sink.join("; "));
     }
-    for (id, sink, cert, attempts, err) in &s.failed_outputs {
+    for (id, sink, about, attempts, err) in &s.failed_outputs {
         out += &format!(
-            "failed     output {id} ({sink}, certificate {}) after {attempts} attempts: {}\n",
-            sanitize::text(cert),
+            "failed     output {id} ({sink}, {}) after {attempts} attempts: {}\n",
+            sanitize::text(about),
             sanitize::text(err.as_deref().unwrap_or("?"))
         );
     }
@@ -111,6 +144,12 @@ pub fn render(db: &str, s: &Summary) -> String {
             s.signature_failures
         );
     }
+    out
+}
+
+/// The broker connections.
+fn links(s: &Summary) -> String {
+    let mut out = String::new();
     for l in &s.links {
         let mut line = format!("{:<10} {} since {}", l.name, l.state, l.since);
         if let Some(d) = &l.detail {
@@ -130,6 +169,12 @@ pub fn render(db: &str, s: &Summary) -> String {
         );
         out += &line;
     }
+    out
+}
+
+/// Rejected requests, stored and counted.
+fn rejects(s: &Summary) -> String {
+    let mut out = String::new();
     match &s.last_rejected {
         Some((at, status, reason)) => {
             out += &format!(
@@ -168,17 +213,6 @@ pub fn render(db: &str, s: &Summary) -> String {
             None if always => out += &format!("{label}  0 {what}\n"),
             None => {}
         }
-    }
-    for c in &s.catchup {
-        out += &catchup_line(c, s.recovered);
-    }
-    let d = s.details;
-    if d != DetailsCounts::default() {
-        out += &format!(
-            "details    {} coupon(s) with details fetched, {} waiting for Douyin's answer, \
-             {} failed (Douyin did not know the coupon, or did not answer within 24 h)\n",
-            d.fetched, d.waiting, d.failed
-        );
     }
     out
 }

@@ -64,7 +64,7 @@ impl Entry {
     pub fn from_event(e: &JobEvent, reprint: bool) -> Entry {
         let mut entry = Entry {
             reprint,
-            recovered: e.recovered(),
+            recovered: e.from_catchup(),
             test: e.test(),
             ..Entry::new(
                 e.action,

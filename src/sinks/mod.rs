@@ -235,7 +235,7 @@ pub fn describe(e: &JobEvent, reprint: bool) -> String {
         "{}{}{}coupon {} {} ({})",
         if e.test() { "TEST (测试) " } else { "" },
         if reprint { "reprint: " } else { "" },
-        if e.recovered() { "recovered: " } else { "" },
+        if e.from_catchup() { "recovered: " } else { "" },
         e.certificate_id,
         e.action,
         e.action.headline_zh()

@@ -51,7 +51,7 @@ pub fn lines(
         out.push(Line::Title(sanitize::receipt_field(name)));
     }
     out.push(Line::Title(e.action.headline_zh().to_string()));
-    if e.recovered() {
+    if e.from_catchup() {
         // Recovered by catch-up: the customer was served while the box was cut off.
         out.push(Line::Center("补录".into()));
     }
@@ -402,7 +402,7 @@ mod tests {
         let mut e = event(Action::Verify, None);
         let text = render_text(&lines(&e, false, 0, None, &[]), 32).join("\n");
         assert!(!text.contains("补录"), "{text}");
-        e.source = Source::Reconcile;
+        e.source = Source::Catchup;
         let text = render_text(&lines(&e, false, 0, None, &[]), 32);
         let at = text.iter().position(|l| l.contains("核销成功")).unwrap();
         assert!(text[at + 1].contains("补录"), "{text:#?}");

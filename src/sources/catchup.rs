@@ -57,11 +57,6 @@ const MIN_STEP: i64 = 60;
 /// Messages handed to the writer at once (one commit, usually).
 const CHUNK: usize = 64;
 
-/// Unix seconds at build time (see `build.rs`): the earliest sane clock.
-pub fn build_time() -> i64 {
-    env!("BUILD_TIME_OF_COUPOND").parse().unwrap_or(0)
-}
-
 /// A time window in Unix seconds, `start <= t < end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -227,7 +222,7 @@ pub async fn run(
     let mut clock_warned = false;
     loop {
         let now = time::now_secs();
-        let wait = if now < build_time() {
+        let wait = if now < time::build_time() {
             if !clock_warned {
                 log::warn!(
                     "catch-up: waiting for a sane clock (it says {}, before this build); is NTP running?",
@@ -438,7 +433,7 @@ impl Sweeper {
             msg_id: None,
             signature: None,
             body: m.body.into_bytes(),
-            source: Source::Reconcile,
+            source: Source::Catchup,
             dedup: Some(m.digest),
             intake: Intake::Message(Message {
                 event: Some(EVENT_CERTIFICATE.to_string()),

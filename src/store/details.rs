@@ -103,7 +103,7 @@ fn insert_details(tx: &rusqlite::Connection, d: &Details) -> Result<()> {
 /// In the transaction that applied `c` (not a test push): its details from the
 /// recovered record, or a lookup when none are known and there is an order to ask by.
 pub(super) fn after_applied(tx: &Transaction, a: &Arrival, c: &CertificateMsg) -> Result<()> {
-    if a.source == Source::Reconcile {
+    if a.source == Source::Catchup {
         let record = serde_json::from_slice::<serde_json::Value>(&a.body).ok();
         let known = record
             .as_ref()
@@ -390,8 +390,8 @@ mod tests {
         let plain = r#"{"verify_id":"V8","certificate_id":"c8"}"#;
         s.ingest(
             &[
-                arrival("c9", Some("o9"), Source::Reconcile, false, record),
-                arrival("c8", Some("o8"), Source::Reconcile, false, plain),
+                arrival("c9", Some("o9"), Source::Catchup, false, record),
+                arrival("c8", Some("o8"), Source::Catchup, false, plain),
             ],
             &plan(),
         )

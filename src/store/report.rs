@@ -39,6 +39,10 @@ pub struct CertificateRow {
     pub details: Option<crate::details::Details>,
 }
 
+/// A failed output job: (id, sink, what about (`certificate ID`, `task WORD`, `message
+/// ID`), attempts, last error).
+pub type FailedOutput = (i64, SinkKind, String, i64, Option<String>);
+
 /// `coupond status`'s view of the database.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -47,8 +51,8 @@ pub struct Summary {
     pub outcomes: Vec<(Outcome, i64)>,
     pub redeliveries: i64,
     pub outputs: Vec<(SinkKind, OutputState, i64)>,
-    /// (id, sink, what about: a certificate or a task, attempts, last error).
-    pub failed_outputs: Vec<(i64, SinkKind, String, i64, Option<String>)>,
+    /// The last five.
+    pub failed_outputs: Vec<FailedOutput>,
     pub rejected: i64,
     /// Deliveries of the stored rejected bodies beyond the first.
     pub rejected_repeats: i64,
@@ -197,34 +201,8 @@ impl Store {
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         }
-        let mut stmt = c.prepare(
-            "SELECT sink, state, count(*) FROM outputs GROUP BY sink, state ORDER BY sink, state",
-        )?;
-        let outputs = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-            .collect::<Result<_>>()?;
-        let mut stmt = c.prepare(
-            "SELECT o.id, o.sink, coalesce(m.certificate_id, o.work, ''), o.attempts, o.last_error
-             FROM outputs o LEFT JOIN messages m ON m.id = o.message_id
-             WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT 5",
-        )?;
-        let failed_outputs = stmt
-            .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect::<Result<_>>()?;
-        let mut stmt =
-            c.prepare("SELECT name, count, last_at, last_detail FROM counters ORDER BY name")?;
-        let counters = stmt
-            .query_map([], |r| {
-                Ok(CounterRow {
-                    name: r.get(0)?,
-                    count: r.get(1)?,
-                    last_at: r.get(2)?,
-                    last_detail: r.get(3)?,
-                })
-            })?
-            .collect::<Result<_>>()?;
+        let (outputs, failed_outputs) = (output_counts(c)?, failed_outputs(c)?);
+        let counters = counters(c)?;
         Ok(Summary {
             schema_version: schema_version(c)?,
             certificates: pairs(
@@ -320,4 +298,48 @@ impl Store {
         })?;
         rows.collect()
     }
+}
+
+/// Output jobs per sink and state.
+fn output_counts(c: &Connection) -> Result<Vec<(SinkKind, OutputState, i64)>> {
+    let mut stmt = c.prepare(
+        "SELECT sink, state, count(*) FROM outputs GROUP BY sink, state ORDER BY sink, state",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_>>();
+    rows
+}
+
+/// The last failed output jobs: (id, sink, what about, attempts, last error).
+fn failed_outputs(c: &Connection) -> Result<Vec<FailedOutput>> {
+    let mut stmt = c.prepare(
+        "SELECT o.id, o.sink, coalesce('certificate ' || m.certificate_id, 'task ' || o.work,
+                         'message ' || m.id, ''), o.attempts, o.last_error
+         FROM outputs o LEFT JOIN messages m ON m.id = o.message_id
+         WHERE o.state = 'failed' ORDER BY o.id DESC LIMIT 5",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_>>();
+    rows
+}
+
+/// Requests counted rather than stored.
+fn counters(c: &Connection) -> Result<Vec<CounterRow>> {
+    let mut stmt =
+        c.prepare("SELECT name, count, last_at, last_detail FROM counters ORDER BY name")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(CounterRow {
+                name: r.get(0)?,
+                count: r.get(1)?,
+                last_at: r.get(2)?,
+                last_detail: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_>>();
+    rows
 }
