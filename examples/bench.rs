@@ -25,6 +25,11 @@
 //! box's database shows the push (polled every millisecond). It reports throughput,
 //! p50/p99 and each daemon's peak RSS and heap.
 //!
+//! With `--details` it measures the details lookup (SPEC §13) in one run: the same load
+//! with a fake Douyin whose certificate query answers in 50 ms, `--details off` and then
+//! on (throughput and p99 side by side), and the daemon's RSS with 1,000 lookups pending
+//! while that Douyin is down.
+//!
 //! Numbers from a shared machine are noisy: compare the ratios printed in one run.
 
 #[path = "../tests/common/fake_douyin.rs"]
@@ -58,6 +63,8 @@ struct Opts {
     catchup_records: usize,
     /// `--fleet N`: the MQTT chain against the HTTP path, N pushes each.
     fleet: Option<u64>,
+    /// `--details`: the details lookup on against off, and memory with lookups pending.
+    details: bool,
     /// The daemon's `--log-level` (default `info`, the daemon's own default: SPEC §10's
     /// CPU budget is measured there). Its log goes to `coupond.log` in the scratch dir.
     log_level: String,
@@ -81,6 +88,7 @@ fn parse_opts() -> Opts {
         stalled_printer: false,
         catchup_records: 0,
         fleet: None,
+        details: false,
         log_level: "info".to_string(),
         reference: false,
         idle_seconds: 3,
@@ -113,6 +121,7 @@ fn parse_opts() -> Opts {
                 o.ceiling_only = Some(args.next().expect("--ceiling-only DB").into())
             }
             "--stalled-printer" => o.stalled_printer = true,
+            "--details" => o.details = true,
             "--fleet" => {
                 o.fleet = Some(args.next().and_then(|v| v.parse().ok()).expect("--fleet N"))
             }
@@ -146,6 +155,11 @@ fn main() {
     std::fs::create_dir_all(&o.dir).unwrap();
     if let Some(n) = o.fleet {
         fleet(&o, n);
+        let _ = std::fs::remove_dir_all(&o.dir);
+        return;
+    }
+    if o.details {
+        details(&o);
         let _ = std::fs::remove_dir_all(&o.dir);
         return;
     }
@@ -360,6 +374,114 @@ fn catchup(o: &Opts) -> Catchup {
         lat: Latency::of(&during),
         peak_rss_kb,
     }
+}
+
+/// The benchmark's pushes name coupon `b-{sender}-{i}` of order `o-{i}`: the fake's
+/// certificate query answers each order with its coupons (at most 64 senders).
+fn bench_deals(order: &str) -> Vec<fake_douyin::FakeDeal> {
+    let i = order.trim_start_matches("o-");
+    (0..64)
+        .map(|t| fake_douyin::FakeDeal::new(&format!("b-{t}-{i}"), order, "双人套餐", 9900, 12800))
+        .collect()
+}
+
+/// SPEC §13 in one run: the load with details off and on against a fake Douyin whose
+/// certificate query answers in 50 ms, then RSS with 1,000 lookups pending.
+fn details(o: &Opts) {
+    println!(
+        "coupond details benchmark: {} senders, {} s each, scratch {}",
+        o.senders,
+        o.seconds,
+        o.dir.display()
+    );
+    let fake = fake_douyin::FakeDouyin::start(KEY, SECRET);
+    fake.state.lock().unwrap().deals_for = Some(bench_deals);
+    fake.set_details_mode(fake_douyin::Mode::Slow(Duration::from_millis(50)));
+    let douyin = |on: &str| {
+        let mut extra = o.extra.clone();
+        extra.extend(
+            [
+                "--account-id",
+                fake_douyin::ACCOUNT,
+                "--douyin-api",
+                &fake.url(),
+                "--reconcile-every",
+                "1h",
+                "--details",
+                on,
+            ]
+            .map(String::from),
+        );
+        extra
+    };
+    // Off and on alternate, three rounds each, and the medians are compared: on a
+    // shared machine the load of others drifts more between two runs than the lookup
+    // costs.
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut p99s: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..3 {
+        for (k, on) in ["off", "on"].into_iter().enumerate() {
+            let db = o.dir.join(format!("details-{on}-{round}.db"));
+            let (child, addr, startup) = start_daemon(o, &db, &douyin(on));
+            let run = measure(o, child, addr, startup, &db);
+            let c = rusqlite::Connection::open(&db).unwrap();
+            let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+            println!(
+                "details {on:<3} round {round}     {:>8.0} msg/s   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   peak RSS {:.1} MB   ({} details fetched, {} lookups pending at the end)",
+                run.rate,
+                run.lat.p50 * 1e3,
+                run.lat.p99 * 1e3,
+                run.lat.max * 1e3,
+                run.peak_rss_kb as f64 / 1024.0,
+                count("SELECT count(*) FROM details"),
+                count("SELECT count(*) FROM lookups WHERE state = 'pending'"),
+            );
+            rates[k].push(run.rate);
+            p99s[k].push(run.lat.p99);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let (rate_off, rate_on) = (median(&mut rates[0]), median(&mut rates[1]));
+    let (p99_off, p99_on) = (median(&mut p99s[0]), median(&mut p99s[1]));
+    println!(
+        "details on / off        median throughput {rate_on:.0} / {rate_off:.0} msg/s = {:.2}x   median p99 {:.2} / {:.2} ms = {:.2}x   (budget: within 10%)",
+        rate_on / rate_off,
+        p99_on * 1e3,
+        p99_off * 1e3,
+        p99_on / p99_off
+    );
+    // Douyin down: 1,000 verifies, each with a lookup that keeps failing.
+    fake.set_details_mode(fake_douyin::Mode::Down);
+    let db = o.dir.join("details-pending.db");
+    let (mut child, addr, _) = start_daemon(o, &db, &douyin("on"));
+    let pid = child.id();
+    let each = 1000 / o.senders as u64;
+    let acked = push_all(addr, o.senders, each).len();
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let pending = || -> i64 {
+        c.query_row(
+            "SELECT count(*) FROM lookups WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    // A few rounds of failing queries (10 a second) with every output delivered.
+    std::thread::sleep(Duration::from_secs(5));
+    println!(
+        "{} lookups pending       RSS {:.1} MB   peak RSS (VmHWM) {:.1} MB   ({acked} verifies acknowledged, Douyin down, {} queries tried)",
+        pending(),
+        proc_status_kb(pid, "VmRSS") as f64 / 1024.0,
+        proc_status_kb(pid, "VmHWM") as f64 / 1024.0,
+        fake.certificate_queries(),
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
 }
 
 fn preloaded(o: &Opts, mut cmd: Command) -> Command {

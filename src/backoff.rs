@@ -17,6 +17,9 @@ pub struct Curve {
 pub const OUTBOX: Curve = Curve::secs(1, 60);
 /// Between failed catch-up sweeps: 5 s doubling to 10 minutes (SPEC §11).
 pub const CATCHUP: Curve = Curve::secs(5, 600);
+/// Between failed queries of one details lookup: 1 s doubling to 30 s (SPEC §13: at
+/// most 30 s apart).
+pub const DETAILS: Curve = Curve::secs(1, 30);
 
 impl Curve {
     pub const fn secs(first: u64, max: u64) -> Curve {
@@ -45,6 +48,12 @@ mod tests {
     fn catch_up_waits_five_seconds_doubling_to_ten_minutes() {
         let secs: Vec<u64> = (1..=10).map(|f| CATCHUP.wait(f).as_secs()).collect();
         assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600, 600]);
+    }
+
+    #[test]
+    fn a_details_lookup_is_asked_again_at_most_thirty_seconds_later() {
+        let secs: Vec<u64> = (0..=8).map(|a| DETAILS.wait(a).as_secs()).collect();
+        assert_eq!(secs, [1, 1, 2, 4, 8, 16, 30, 30, 30]);
     }
 
     #[test]

@@ -66,6 +66,21 @@ fn event(m: &Message, c: &CertificateMsg, body: &[u8]) -> JobEvent {
         } else {
             crate::model::Source::Push
         },
+        // Douyin's text reaches the receipt through the details too: hostile fields
+        // stand in for the deal's title and the store.
+        details: Some(crate::details::Details {
+            certificate_id: c.certificate_id.clone(),
+            title: c.code.clone().or_else(|| Some(c.certificate_id.clone())),
+            sku_id: None,
+            pay_amount: Some(c.msg_time),
+            original_amount: Some(c.msg_time.wrapping_add(1)),
+            coupon_pay_amount: None,
+            merchant_ticket_amount: None,
+            poi_id: c.order_id.clone(),
+            verify_id: None,
+            origin: crate::details::DetailsOrigin::Query,
+            fetched_at: String::new(),
+        }),
     }
 }
 
@@ -74,7 +89,7 @@ fn event(m: &Message, c: &CertificateMsg, body: &[u8]) -> JobEvent {
 /// layout's own commands: one `ESC @` first, one cut last, nothing a field put there.
 fn receipt_holds_only_its_own_commands(e: &JobEvent) {
     for (columns, reprint) in [(32, false), (48, true)] {
-        let lines = receipt::lines(e, reprint, e.msg_time, Some("店"));
+        let lines = receipt::lines(e, reprint, e.msg_time, Some("店"), &[]);
         for row in receipt::render_text(&lines, columns) {
             assert!(
                 receipt::width(&row) <= columns,

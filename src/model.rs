@@ -20,6 +20,9 @@ pub struct OutputPlan {
     actions: Vec<Action>,
     /// `--mqtt`, and whether `--mqtt-forward` is on.
     mqtt: Option<bool>,
+    /// `--details on`: an applied message's coupon gets its details (SPEC §13), from a
+    /// recovered record that carries them or by a lookup queued with the message.
+    details: bool,
 }
 
 impl OutputPlan {
@@ -30,7 +33,18 @@ impl OutputPlan {
             sinks,
             actions,
             mqtt,
+            details: false,
         }
+    }
+
+    /// The same plan with the details lookup on or off (`--details`).
+    pub fn with_details(self, details: bool) -> OutputPlan {
+        OutputPlan { details, ..self }
+    }
+
+    /// Whether applied coupon messages get their details (SPEC §13).
+    pub fn details(&self) -> bool {
+        self.details
     }
 
     /// Every sink a job may go to, in [`SinkKind`] order.
@@ -209,6 +223,11 @@ pub struct Job {
     /// The message as it came, for the sinks that pass it on (MQTT); `None` for a
     /// [`Work::Task`].
     pub origin: Option<Origin>,
+    /// While its coupon's details are being looked up (and none are known): when the
+    /// job was queued (Unix ms). The outbox holds it until the details come or
+    /// `--details-wait` has passed since then; being in the database, the rule holds
+    /// across a restart.
+    pub awaiting_details: Option<i64>,
 }
 
 impl Job {
@@ -263,6 +282,8 @@ pub struct JobEvent {
     pub body: String,
     /// A push, or a coupon recovered by catch-up (marked 补录).
     pub source: Source,
+    /// What was bought, when known by the time the job is delivered (SPEC §13).
+    pub details: Option<crate::details::Details>,
 }
 
 impl JobEvent {

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::model::{Attempt, AttemptOutcome, Job, Work};
 use crate::shutdown::{self, Stop};
 use crate::sinks::Sink;
+use crate::time;
 use crate::writer::Writer;
 
 /// How often an idle sink looks for work queued by another process (`coupond reprint`).
@@ -35,12 +36,59 @@ const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How often to retry writing down delivery results the database refused.
 const RECORD_RETRY: Duration = Duration::from_secs(2);
 
+/// How jobs wait for their coupon's details (SPEC §13).
+#[derive(Clone)]
+pub struct DetailsWait {
+    /// `--details-wait`.
+    pub wait: Duration,
+    /// Bumped when a lookup ends; `None` without a lookup task.
+    pub ended: Option<watch::Receiver<u64>>,
+}
+
+impl DetailsWait {
+    /// No lookups in this run: a job left waiting by an earlier one goes at once.
+    pub fn none() -> DetailsWait {
+        DetailsWait {
+            wait: Duration::ZERO,
+            ended: None,
+        }
+    }
+
+    /// When `job` may go without its details (Unix ms); `None`: it need not wait.
+    fn due(&self, job: &Job) -> Option<i64> {
+        job.awaiting_details
+            .map(|queued| queued + self.wait.as_millis() as i64)
+    }
+
+    /// How many of `jobs`, from the front, may go at `now_ms`, and when the first that
+    /// may not will (Unix ms).
+    fn ready(&self, jobs: &[Job], now_ms: i64) -> (usize, Option<i64>) {
+        let ready = jobs
+            .iter()
+            .take_while(|j| self.due(j).map_or(true, |d| d <= now_ms))
+            .count();
+        (ready, jobs.get(ready).and_then(|j| self.due(j)))
+    }
+
+    /// Resolves when a lookup ends; never without a lookup task.
+    async fn ended(&mut self) {
+        if let Some(rx) = &mut self.ended {
+            if rx.changed().await.is_ok() {
+                return;
+            }
+            self.ended = None;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
 /// Runs one sink's delivery loop until the stop is given.
 pub async fn run_sink(
     sink: Arc<Sink>,
     writer: Writer,
     max_attempts: i64,
     mut changes: watch::Receiver<u64>,
+    mut details: DetailsWait,
     mut stop: Stop,
 ) {
     let kind = sink.kind();
@@ -75,7 +123,11 @@ pub async fn run_sink(
             }
             continue;
         }
-        let jobs = match writer.call(move |s| s.pending_jobs(kind, batch)).await {
+        let held_after = time::now_millis() - details.wait.as_millis() as i64;
+        let jobs = match writer
+            .call(move |s| s.pending_jobs_held(kind, batch, Some(held_after)))
+            .await
+        {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(e)) => {
                 log::error!("{name}: cannot read pending outputs: {e}");
@@ -83,21 +135,31 @@ pub async fn run_sink(
             }
             Err(_) => return,
         };
+        let now_ms = time::now_millis();
+        let (ready, held_until) = details.ready(&jobs, now_ms);
+        // A job held for its details holds the queue: new jobs go behind it, so commits
+        // need not wake this loop (under load that would be a read per commit).
+        let held = ready == 0 && held_until.is_some();
         let waiting = match (jobs.first(), retry) {
             (Some(job), Some((id, at))) if job.id == id && at > Instant::now() => Some(at),
+            (Some(_), _) if ready == 0 => {
+                let ms = held_until.map_or(0, |due| (due - now_ms).max(0));
+                Some(Instant::now() + Duration::from_millis(ms as u64))
+            }
             (Some(_), _) => None,
             (None, _) => Some(Instant::now() + IDLE_POLL),
         };
         if let Some(until) = waiting {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
-                r = changes.changed() => if r.is_err() { return },
+                r = changes.changed(), if !held => if r.is_err() { return },
+                _ = details.ended() => {}
                 _ = shutdown::stopped(&mut stop) => return,
             }
             continue;
         }
         retry = None;
-        for job in &jobs {
+        for job in &jobs[..ready] {
             let (attempt, wait) = deliver(&sink, job, max_attempts).await;
             let failed = attempt.outcome != AttemptOutcome::Done;
             retry = wait.map(|w| (job.id, Instant::now() + w));
@@ -193,7 +255,14 @@ mod tests {
             timeout: Duration::from_secs(10),
         }));
         let (trigger, stop) = shutdown::channel();
-        let task = tokio::spawn(run_sink(sink, writer.clone(), 5, changes, stop));
+        let task = tokio::spawn(run_sink(
+            sink,
+            writer.clone(),
+            5,
+            changes,
+            DetailsWait::none(),
+            stop,
+        ));
         let deadline = Instant::now() + Duration::from_secs(30);
         let lines = loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -207,5 +276,23 @@ mod tests {
         task.await.unwrap();
         drop(writer);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn jobs_wait_for_details_until_due_and_later_jobs_stay_behind() {
+        let job = |awaiting| Job {
+            awaiting_details: awaiting,
+            ..crate::sinks::exec::tests::sample_job()
+        };
+        let w = DetailsWait {
+            wait: Duration::from_secs(3),
+            ended: None,
+        };
+        let jobs = [job(None), job(Some(1_000)), job(None)];
+        assert_eq!(w.ready(&jobs, 3_999), (1, Some(4_000)));
+        assert_eq!(w.ready(&jobs, 4_000), (3, None));
+        assert_eq!(w.ready(&jobs[1..], 0), (0, Some(4_000)));
+        // Without lookups in this run, what an earlier run left waiting goes at once.
+        assert_eq!(DetailsWait::none().ready(&jobs, 1_000), (3, None));
     }
 }

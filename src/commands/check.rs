@@ -144,7 +144,10 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
     if let Some(addr) = cfg.display_listen {
         out.push(port("display", addr, None, daemon.as_ref()));
     }
-    out.extend(super::check_links::catchup(&cfg, &secrets));
+    let catchup = super::check_links::catchup(&cfg, &secrets);
+    let details = super::check_links::details(&cfg, catchup.as_ref());
+    out.extend(catchup);
+    out.push(details);
     out.extend(super::check_links::brokers(&cfg));
     out
 }

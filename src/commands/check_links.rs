@@ -1,6 +1,6 @@
 //! `coupond check`'s lines for what lies beyond the box: Douyin's API (catch-up, SPEC
 //! §11: a token is fetched with the configured key and secret, then dropped, never
-//! shown) and the MQTT brokers (SPEC §12: one connection and its CONNACK, under a
+//! shown; the details lookup, SPEC §13, uses the same token) and the MQTT brokers (SPEC §12: one connection and its CONNACK, under a
 //! client id of its own, `-check`, so the running daemon's sessions are not taken over).
 
 use std::time::Duration;
@@ -19,6 +19,40 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, String> {
         .build()
         .map(|rt| rt.block_on(f))
         .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// The details lookup (SPEC §13): off, or on with the token the catch-up line had (or
+/// could not have: then receipts go without details, a warning, since pushes still
+/// print).
+pub fn details(cfg: &ServeConfig, catchup: Option<&Line>) -> Line {
+    let Some(c) = &cfg.catchup else {
+        return line(
+            Level::Ok,
+            "details",
+            "off (no --account-id): receipts show the coupon's ids, not what was bought",
+        );
+    };
+    if c.details.is_none() {
+        return line(
+            Level::Ok,
+            "details",
+            "off (--details off): receipts show the coupon's ids",
+        );
+    }
+    match catchup.map(|l| l.level) {
+        Some(Level::Ok) => line(
+            Level::Ok,
+            "details",
+            "on: a token can be had (as for catch-up); Douyin must also let the app query \
+             the merchant's coupons (life.capacity.fulfilment, authorised by the merchant)",
+        ),
+        _ => line(
+            Level::Warn,
+            "details",
+            "on, but no token can be had now (see the catch-up line): receipts go out \
+             without the deal, the amount and the store",
+        ),
+    }
 }
 
 /// With catch-up on: whether a token can be had.

@@ -32,6 +32,7 @@ use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
 use crate::douyin::Douyin;
 use crate::intake::Apps;
+use crate::lookup;
 use crate::model::{OutputPlan, SinkKind};
 use crate::notify::Notifier;
 use crate::outbox;
@@ -206,8 +207,9 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     // The apps (client keys, secrets) a reload swaps: the webhook's, and Douyin's token.
     let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
     let catchup = catchup.map(|settings| with_douyin(settings, &apps));
+    let details = cfg.catchup.as_ref().and_then(|c| c.details);
     let mut tasks = spawn_beside_webhook(
-        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &note, &stop,
+        &cfg, &sinks, display, catchup, details, &writer, &changes, &notifier, &note, &stop,
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
@@ -291,7 +293,8 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
         ))
         .map_err(|e| format!("cannot write to database {}: {e}", cfg.db.display()))?;
     warn_orphaned_jobs(&store, &sinks);
-    let plan = cfg.outputs.plan(&cfg.print_actions);
+    let details = cfg.catchup.as_ref().is_some_and(|c| c.details.is_some());
+    let plan = cfg.outputs.plan(&cfg.print_actions).with_details(details);
     match reverify::pass(&mut store, &cfg.apps, &plan) {
         Ok(r) if r.recovered > 0 => {
             log::warn!("reverify: {r} (they were rejected under an earlier configuration)")
@@ -339,6 +342,12 @@ fn catchup_settings(cfg: &ServeConfig) -> Result<Option<catchup::Settings>, Stri
         c.every,
         c.api
     );
+    match c.details {
+        Some(wait) => log::info!(
+            "details on: each verified coupon is looked up (certificate query); outputs wait up to {wait:?} for them"
+        ),
+        None => log::info!("details off (--details off): receipts show the coupon's ids only"),
+    }
     Ok(Some(catchup::Settings {
         account_id: c.account_id.clone(),
         poi_ids: c.poi_ids.clone(),
@@ -410,6 +419,7 @@ fn spawn_beside_webhook(
     sinks: &[Arc<Sink>],
     display: Option<(TcpListener, Arc<Feed>)>,
     catchup: Option<(catchup::Settings, Arc<Douyin>)>,
+    details: Option<Duration>,
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
@@ -417,6 +427,23 @@ fn spawn_beside_webhook(
     stop: &Stop,
 ) -> Result<JoinSet<()>, String> {
     let mut tasks = JoinSet::new();
+    let feed = display.as_ref().map(|(_, feed)| feed.clone());
+    let mut wait = outbox::DetailsWait::none();
+    if let (Some((settings, douyin)), Some(details)) = (&catchup, details) {
+        let (ended, rx) = watch::channel(0u64);
+        wait = outbox::DetailsWait {
+            wait: details,
+            ended: Some(rx),
+        };
+        let lookups = lookup::Lookups {
+            douyin: douyin.clone(),
+            account_id: settings.account_id.clone(),
+            writer: writer.clone(),
+            feed,
+            ended,
+        };
+        tasks.spawn(lookup::run(lookups, changes.clone(), stop.clone()));
+    }
     for sink in sinks {
         if let Sink::Mqtt(m) = &**sink {
             if let Some(link) = m.take_link() {
@@ -428,6 +455,7 @@ fn spawn_beside_webhook(
             writer.clone(),
             cfg.output_attempts,
             changes.clone(),
+            wait.clone(),
             stop.clone(),
         ));
     }

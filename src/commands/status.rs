@@ -12,7 +12,7 @@ use crate::intake::Outcome;
 use crate::model::LinkName;
 use crate::ratelimit::{NOT_FOUND, REJECTED_UNSTORED, TOO_LARGE};
 use crate::sanitize;
-use crate::store::{CatchupRow, Store, Summary};
+use crate::store::{CatchupRow, DetailsCounts, Store, Summary};
 use crate::time;
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
@@ -47,7 +47,21 @@ pub fn render(db: &str, s: &Summary) -> String {
     for c in &s.catchup {
         out += &catchup_line(c, s.recovered);
     }
+    out += &details(s.details);
     out
+}
+
+/// What was bought (SPEC §13): lookups fetched, waiting, failed; nothing when there
+/// were none.
+fn details(d: DetailsCounts) -> String {
+    if d == DetailsCounts::default() {
+        return String::new();
+    }
+    format!(
+        "details    {} coupon(s) with details fetched, {} waiting for Douyin's answer, \
+         {} failed (Douyin did not know the coupon, or did not answer within 24 h)\n",
+        d.fetched, d.waiting, d.failed
+    )
 }
 
 /// Coupons and messages (tests apart), and the last message.

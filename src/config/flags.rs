@@ -230,6 +230,27 @@ pub const DOUYIN_CA: Flag = flag(
     None,
     "catch-up: an extra CA certificate (PEM) to trust, for a test or private endpoint",
 );
+// What was bought (SPEC §13): details from Douyin's certificate query.
+pub const DETAILS: Flag = flag(
+    "details",
+    "on|off",
+    None,
+    "look each verified coupon up with Douyin's certificate query (deal, amount, store) \
+     for the receipt, display, hook and MQTT event; default on with --account-id",
+);
+pub const DETAILS_WAIT: Flag = flag(
+    "details-wait",
+    "DURATION",
+    Some("3s"),
+    "how long a verify's outputs wait for its details after the commit before they go \
+     out with what is known (0s: never wait)",
+);
+pub const POI_NAMES: Flag = flag(
+    "poi-names",
+    "ID=NAME[,ID=NAME]",
+    None,
+    "store names for Douyin POI ids, printed as 门店 NAME (else the POI id)",
+);
 // The fleet (SPEC §12): one MQTT broker for headquarters and the store boxes.
 pub const MQTT: Flag = flag(
     "mqtt",
@@ -362,7 +383,7 @@ pub const SETTINGS_ONLY: Flag = flag(
 );
 
 /// `serve`'s settings; `check` takes the same, to check what `serve` would use.
-const SERVE_FLAGS: [&Flag; 33] = [
+const SERVE_FLAGS: [&Flag; 36] = [
     &CONFIG,
     &LISTEN,
     &PATH,
@@ -386,6 +407,9 @@ const SERVE_FLAGS: [&Flag; 33] = [
     &RECONCILE_EVERY,
     &DOUYIN_API,
     &DOUYIN_CA,
+    &DETAILS,
+    &DETAILS_WAIT,
+    &POI_NAMES,
     &MQTT,
     &MQTT_FORWARD,
     &MQTT_SOURCE,

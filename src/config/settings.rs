@@ -53,6 +53,9 @@ pub struct CatchupConfig {
     pub every: Duration,
     pub api: ApiUrl,
     pub ca: Option<PathBuf>,
+    /// `--details on` (the default): coupons are looked up (SPEC §13); outputs of an
+    /// applied verify wait this long for their details (`--details-wait`).
+    pub details: Option<Duration>,
 }
 
 impl CatchupConfig {
@@ -68,7 +71,16 @@ impl CatchupConfig {
         let account = args
             .text(&f::CATCHUP_ACCOUNT_ID)
             .filter(|a| !a.trim().is_empty());
+        let details = args.optional(&f::DETAILS, parse_on_off)?;
+        let wait = args.value(&f::DETAILS_WAIT, parse_wait)?;
         let Some(account_id) = account else {
+            if details == Some(true) {
+                return Err(ConfigError(
+                    "--details on needs --account-id: the lookup asks Douyin's API as the \
+                     merchant's app (or leave --details off)"
+                        .into(),
+                ));
+            }
             for flag in [&f::POI_ID, &f::DOUYIN_CA] {
                 if args.text(flag).is_some() {
                     return Err(ConfigError(format!(
@@ -85,6 +97,7 @@ impl CatchupConfig {
             every,
             api,
             ca,
+            details: details.unwrap_or(true).then_some(wait),
         }))
     }
 }
@@ -193,7 +206,32 @@ fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
         store_name: args.text(&f::STORE_NAME).filter(|s| !s.trim().is_empty()),
         printer_status: args.value(&f::PRINTER_STATUS, PrinterStatus::parse)?,
         serial_baud: args.optional(&f::SERIAL_BAUD, parse_baud)?,
+        poi_names: args
+            .optional(&f::POI_NAMES, parse_poi_names)?
+            .unwrap_or_default(),
     })
+}
+
+/// `ID=NAME[,ID=NAME]`: store names for POI ids.
+pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
+    const WANT: &str = "want ID=NAME[,ID=NAME], such as 7100000000000000123=望京店";
+    comma_list(v, WANT)?
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((id, name)) if !id.trim().is_empty() && !name.trim().is_empty() => {
+                Ok((id.trim().to_string(), name.trim().to_string()))
+            }
+            _ => Err(WANT.to_string()),
+        })
+        .collect()
+}
+
+/// `--details-wait`: a duration, or `0`/`0s` for none.
+fn parse_wait(v: &str) -> Result<Duration, String> {
+    match v.trim() {
+        "0" | "0s" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
 }
 
 /// A broker from `url` and the shared MQTT settings; the password is read here, once.
@@ -930,9 +968,29 @@ mod tests {
         assert_eq!(c.every, Duration::from_secs(600));
         assert_eq!(c.api.to_string(), "https://open.douyin.com:443");
         assert_eq!(c.ca, None);
+        assert_eq!(c.details, Some(Duration::from_secs(3)));
+        let c = serve(&["--account-id", "1", "--details", "off"]).unwrap();
+        assert_eq!(c.catchup.unwrap().details, None);
+        let c = serve(&["--account-id", "1", "--details-wait", "0s"]).unwrap();
+        assert_eq!(c.catchup.unwrap().details, Some(Duration::ZERO));
+        let c = serve(&["--poi-names", "71=望京店, 72 = 国贸店"]).unwrap();
+        assert_eq!(
+            c.outputs.receipts.poi_names,
+            [
+                ("71".to_string(), "望京店".to_string()),
+                ("72".to_string(), "国贸店".to_string())
+            ]
+        );
         for (argv, want) in [
             (&["--poi-id", "1"][..], "--poi-id needs --account-id"),
             (&["--douyin-ca", "/x"][..], "--douyin-ca needs --account-id"),
+            (&["--details", "on"][..], "--details on needs --account-id"),
+            (
+                &["--account-id", "1", "--details", "maybe"][..],
+                "invalid --details",
+            ),
+            (&["--poi-names", "71"][..], "invalid --poi-names"),
+            (&["--poi-names", "=x"][..], "invalid --poi-names"),
             (
                 &["--account-id", "1", "--reconcile-every", "0s"][..],
                 "invalid --reconcile-every",

@@ -1,6 +1,7 @@
-//! A client for Douyin Open Platform (SPEC §11): the *stable* client token and the
-//! verify-record query. [`Douyin`] (in `token`) is what callers use: it owns the token,
-//! its refresh and the secrets; [`Client`] below is the bare connection it drives.
+//! A client for Douyin Open Platform: the *stable* client token, the verify-record
+//! query (SPEC §11, catch-up) and the certificate query (SPEC §13, the details lookup,
+//! in `details`). [`Douyin`] (in `token`) is what callers use: it owns the token, its
+//! refresh and the secrets; [`Client`] below is the bare connection it drives.
 //!
 //! - HTTP/1.1 with hyper's client over TCP, or over TLS with [`crate::tls`]'s one
 //!   configuration; one connection is kept between calls, so a sweep of many pages pays
@@ -30,6 +31,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::wire::{integer, text};
 
+mod details;
 mod token;
 pub use token::{Douyin, TOKEN_MARGIN};
 
@@ -204,7 +206,7 @@ impl Query<'_> {
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters and the comma.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~,".contains(&b) {
@@ -217,7 +219,7 @@ fn encode(s: &str) -> String {
 }
 
 /// `data` of Douyin's envelope, after checking `data.error_code`.
-fn data(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+pub(crate) fn data(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::Garbage(format!("not JSON ({} bytes)", body.len())))?;
     let Some(Value::Object(data)) = v.get("data") else {

@@ -127,8 +127,9 @@ impl Douyin {
             }
         }
         Err(format!(
-            "no token for app {} from {}: {} (check the client secret, and that the app has \
-             the life-services verify-record permission)",
+            "no token for app {} from {}: {} (check the client secret, and that the merchant \
+             authorised the app for its life services: the verify-record query for catch-up, \
+             the certificate query for details)",
             self.client_key,
             self.url,
             last.map_or("no secret".into(), |e| e.to_string())

@@ -21,7 +21,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::watch;
 
 use crate::coupon::Action;
+use crate::details::{yuan, Details};
 use crate::model::JobEvent;
+use crate::sanitize;
 use crate::server::{json, text, Body};
 use crate::shutdown::{self, Stop};
 use crate::sinks::mask_code;
@@ -52,11 +54,15 @@ pub struct Entry {
     pub recovered: bool,
     /// A test push: shown marked 测试.
     pub test: bool,
+    /// What was bought (SPEC §13), shown large: the deal's title and the amount paid
+    /// (`￥99.00`), when known; filled in place when the details come late.
+    pub title: Option<String>,
+    pub pay: Option<String>,
 }
 
 impl Entry {
     pub fn from_event(e: &JobEvent, reprint: bool) -> Entry {
-        Entry {
+        let mut entry = Entry {
             reprint,
             recovered: e.from_catchup(),
             test: e.test(),
@@ -68,11 +74,13 @@ impl Entry {
                 &e.account_id,
                 e.msg_time,
             )
-        }
+        };
+        entry.set_details(e.details.as_ref());
+        entry
     }
 
     pub fn from_row(r: &CertificateRow) -> Entry {
-        Entry {
+        let mut entry = Entry {
             test: r.test,
             ..Entry::new(
                 r.status.action(),
@@ -82,7 +90,17 @@ impl Entry {
                 &r.account_id,
                 r.status_msg_time,
             )
-        }
+        };
+        entry.set_details(r.details.as_ref());
+        entry
+    }
+
+    /// The page escapes what it shows; the sanitizer still takes out what would break
+    /// a line, as everywhere Douyin's text is shown.
+    fn set_details(&mut self, d: Option<&Details>) {
+        let Some(d) = d else { return };
+        self.title = d.title.as_deref().map(sanitize::receipt_field);
+        self.pay = d.pay_amount.map(|fen| format!("￥{}", yuan(fen)));
     }
 
     fn new(
@@ -105,6 +123,8 @@ impl Entry {
             reprint: false,
             recovered: false,
             test: false,
+            title: None,
+            pay: None,
         }
     }
 }
@@ -210,6 +230,21 @@ impl Feed {
         alerts
     }
 
+    /// Details that came after the coupon was shown: its entry is updated where it is
+    /// (SPEC §13), not moved to the top.
+    pub fn details(&self, d: &Details) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = entries
+            .iter_mut()
+            .find(|x| x.certificate_id == d.certificate_id)
+        else {
+            return;
+        };
+        entry.set_details(Some(d));
+        drop(entries);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// Puts `e` first, replacing the same coupon's older entry.
     pub fn upsert(&self, e: Entry) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,7 +333,27 @@ mod tests {
             reprint: false,
             recovered: false,
             test: false,
+            title: None,
+            pay: None,
         }
+    }
+
+    #[test]
+    fn late_details_fill_the_coupon_in_place() {
+        let feed = Feed::new(vec![entry("a", "verified"), entry("b", "verified")]);
+        let mut d = crate::sinks::exec::tests::sample_details();
+        d.certificate_id = "b".into();
+        feed.details(&d);
+        let e = feed.entries.lock().unwrap().clone();
+        assert_eq!(e[1].certificate_id, "b", "not moved");
+        assert_eq!(
+            (e[1].title.as_deref(), e[1].pay.as_deref()),
+            (Some("双人套餐"), Some("￥99.00"))
+        );
+        assert_eq!(*feed.generation.borrow(), 2);
+        d.certificate_id = "unknown".into();
+        feed.details(&d);
+        assert_eq!(*feed.generation.borrow(), 2, "nothing shown changed");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! A hook runs on data from the internet, next to the daemon's secret, on a small box.
 //! So it is contained (SPEC §6):
 //! - **A clean environment**: `PATH`, `LANG`, `TZ` and `HOME` as the daemon has them,
-//!   and the event variables `COUPOND_ACTION` and `COUPOND_CERTIFICATE_ID`, their values
+//!   and the event variables `COUPOND_ACTION`, `COUPOND_CERTIFICATE_ID` and, when the
+//!   coupon's details are known, `COUPOND_TITLE`, `COUPOND_PAY_AMOUNT` (fen) and
+//!   `COUPOND_POI_ID`, their values
 //!   shown through the sanitizer (a NUL cannot be passed at all, and would fail the job
 //!   forever; an escape sequence would reach a terminal). Nothing else: never the secret,
 //!   never the daemon's settings. The JSON on stdin carries the raw values (JSON escapes
@@ -28,6 +30,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdin, Command};
 
+use crate::details::Details;
 use crate::model::{Job, JobEvent};
 use crate::sanitize;
 
@@ -74,6 +77,9 @@ pub struct HookPayload<'a> {
     pub body: &'a str,
     /// `push`, or `reconcile` for a coupon catch-up recovered (SPEC §11).
     pub source: &'static str,
+    /// What was bought (SPEC §13), the `details` table's fields with amounts in fen;
+    /// `null` when not known by the time the hook runs (they are not sent again later).
+    pub details: Option<&'a Details>,
 }
 
 impl<'a> HookPayload<'a> {
@@ -94,6 +100,7 @@ impl<'a> HookPayload<'a> {
             received_at: &e.received_at,
             body: &e.body,
             source: e.source.as_str(),
+            details: e.details.as_ref(),
         })
     }
 }
@@ -183,11 +190,23 @@ fn environment(
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
-    for (k, v) in [
-        ("COUPOND_ACTION", event.action.as_str()),
-        ("COUPOND_CERTIFICATE_ID", &event.certificate_id),
-    ] {
-        env.push((k.into(), sanitize::text(v).into_owned().into()));
+    let d = event.details.as_ref();
+    let pay = d.and_then(|d| d.pay_amount).map(|fen| fen.to_string());
+    let known = [
+        ("COUPOND_ACTION", Some(event.action.as_str())),
+        (
+            "COUPOND_CERTIFICATE_ID",
+            Some(event.certificate_id.as_str()),
+        ),
+        ("COUPOND_TITLE", d.and_then(|d| d.title.as_deref())),
+        ("COUPOND_PAY_AMOUNT", pay.as_deref()),
+        ("COUPOND_POI_ID", d.and_then(|d| d.poi_id.as_deref())),
+    ];
+    // Details not (yet) known: their variables are unset, not empty.
+    for (k, v) in known {
+        if let Some(v) = v {
+            env.push((k.into(), sanitize::text(v).into_owned().into()));
+        }
     }
     env
 }
@@ -345,6 +364,7 @@ pub(crate) mod tests {
                 received_at: "2026-11-25T16:48:43.438Z".into(),
                 body: body.clone(),
                 source: Source::Push,
+                details: None,
             }),
             origin: Some(Origin {
                 message_id: 12,
@@ -356,6 +376,7 @@ pub(crate) mod tests {
                 signature: Some("ab12".into()),
                 body,
             }),
+            awaiting_details: None,
         }
     }
 
@@ -365,14 +386,38 @@ pub(crate) mod tests {
         let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert_eq!(
             json,
-            r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push"}"#
+            r#"{"output_id":7,"reprint":false,"message_id":12,"action":"verify","certificate_id":"456","order_id":"123","code":"ABCD12345678","account_id":"1234","client_key":"your-app-id","msg_time":1665991178,"log_id":"2022101019","received_at":"2026-11-25T16:48:43.438Z","body":"{}","source":"push","details":null}"#
         );
         let mut job = job;
         if let Work::Coupon(e) = &mut job.work {
             e.code = None;
+            e.details = Some(sample_details());
         }
         let json = serde_json::to_string(&HookPayload::of(&job).unwrap()).unwrap();
         assert!(json.contains(r#""code":null"#), "{json}");
+        assert!(
+            json.ends_with(
+                r#""details":{"certificate_id":"456","title":"双人套餐","sku_id":"1800000000000000001","pay_amount":9900,"original_amount":12800,"coupon_pay_amount":9900,"merchant_ticket_amount":0,"poi_id":"7100000000000000123","verify_id":"V1","origin":"query","fetched_at":"2026-11-25T16:48:44.001Z"}}"#
+            ),
+            "{json}"
+        );
+    }
+
+    /// The README's example details.
+    pub(crate) fn sample_details() -> Details {
+        Details {
+            certificate_id: "456".into(),
+            title: Some("双人套餐".into()),
+            sku_id: Some("1800000000000000001".into()),
+            pay_amount: Some(9900),
+            original_amount: Some(12800),
+            coupon_pay_amount: Some(9900),
+            merchant_ticket_amount: Some(0),
+            poi_id: Some("7100000000000000123".into()),
+            verify_id: Some("V1".into()),
+            origin: crate::details::DetailsOrigin::Query,
+            fetched_at: "2026-11-25T16:48:44.001Z".into(),
+        }
     }
 
     fn event(certificate_id: &str) -> JobEvent {
@@ -389,6 +434,7 @@ pub(crate) mod tests {
             received_at: String::new(),
             body: String::new(),
             source: crate::model::Source::Push,
+            details: None,
         }
     }
 
@@ -416,6 +462,24 @@ pub(crate) mod tests {
         );
         let bare = environment(&event("c1"), |_| None);
         assert_eq!(bare[0], ("PATH".to_string(), OsString::from(DEFAULT_PATH)));
+        let mut bought = event("c1");
+        bought.details = Some(Details {
+            title: Some("套餐\n1".into()),
+            ..sample_details()
+        });
+        let env = environment(&bought, |_| None);
+        let tail: Vec<(&str, String)> = env[3..]
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                ("COUPOND_TITLE", "套餐\u{fffd}1".to_string()),
+                ("COUPOND_PAY_AMOUNT", "9900".into()),
+                ("COUPOND_POI_ID", "7100000000000000123".into()),
+            ]
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Receipts {
     pub store_name: Option<String>,
     pub printer_status: printer::PrinterStatus,
     pub serial_baud: Option<u32>,
+    /// `--poi-names`: the store's name for a Douyin POI id, printed as 门店 NAME.
+    pub poi_names: Vec<(String, String)>,
 }
 
 impl Receipts {
@@ -82,6 +84,7 @@ impl Outputs {
                     SinkKind::Printer => Sink::Printer {
                         printer: self.receipts.printer()?,
                         store_name: self.receipts.store_name.clone(),
+                        poi_names: self.receipts.poi_names.clone(),
                         columns: self.receipts.paper_columns,
                         display: feed.clone(),
                     },
@@ -105,6 +108,7 @@ pub enum Sink {
     Printer {
         printer: printer::Printer,
         store_name: Option<String>,
+        poi_names: Vec<(String, String)>,
         columns: usize,
         /// The display, to show printer trouble on, when there is one.
         display: Option<Arc<display::Feed>>,
@@ -174,12 +178,18 @@ impl Sink {
             Sink::Printer {
                 printer,
                 store_name,
+                poi_names,
                 columns,
                 display,
             } => {
                 let event = job.coupon()?;
-                let lines =
-                    receipt::lines(event, job.reprint, time::now_secs(), store_name.as_deref());
+                let lines = receipt::lines(
+                    event,
+                    job.reprint,
+                    time::now_secs(),
+                    store_name.as_deref(),
+                    poi_names,
+                );
                 let sent = printer.send(receipt::escpos(&lines, *columns)).await;
                 if let Some(feed) = display {
                     feed.printer(sent.as_ref().err().map(String::as_str));
@@ -230,6 +240,18 @@ pub fn describe(e: &JobEvent, reprint: bool) -> String {
         e.action,
         e.action.headline_zh()
     );
+    // What was bought, when known (the logger sanitizes the whole line).
+    if let Some(d) = &e.details {
+        if let Some(t) = &d.title {
+            s += &format!(", {t}");
+        }
+        if let Some(pay) = d.pay_amount {
+            s += &format!(", paid {}", crate::details::yuan(pay));
+        }
+        if let Some(poi) = &d.poi_id {
+            s += &format!(", POI {poi}");
+        }
+    }
     if let Some(o) = &e.order_id {
         s += &format!(", order {o}");
     }
@@ -255,6 +277,21 @@ pub fn mask_code(code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_line_says_what_was_bought_when_known() {
+        let mut job = crate::sinks::exec::tests::sample_job();
+        let Work::Coupon(e) = &mut job.work else {
+            panic!("a coupon job")
+        };
+        assert!(!describe(e, false).contains("paid"));
+        e.details = Some(crate::sinks::exec::tests::sample_details());
+        let line = describe(e, false);
+        assert!(
+            line.contains("coupon 456 verify (核销成功), 双人套餐, paid 99.00, POI 7100000000000000123, order 123"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn codes_are_masked_but_for_the_last_four() {

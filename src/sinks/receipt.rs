@@ -12,6 +12,7 @@
 //! with `…`. The only commands on the paper are the ones [`escpos`] writes.
 
 use crate::coupon::Action;
+use crate::details::{store_name, yuan, Details};
 use crate::model::JobEvent;
 use crate::sanitize::{self, RECEIPT_FIELD};
 use crate::sinks::mask_code;
@@ -28,13 +29,23 @@ pub enum Line {
     Rule,
     /// `label  value`, the value wrapped under itself when it is long.
     Field(&'static str, String),
+    /// Left-aligned text, wrapped; bold for what the counter must see (the deal, the
+    /// amount paid).
+    Text { text: String, bold: bool },
 }
 
 /// The width of the label column, in printer columns.
 const LABEL: usize = 10;
 
-/// The content of a receipt for `e`, printed at `printed_at` (Unix seconds).
-pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&str>) -> Vec<Line> {
+/// The content of a receipt for `e`, printed at `printed_at` (Unix seconds);
+/// `poi_names` are `--poi-names`.
+pub fn lines(
+    e: &JobEvent,
+    reprint: bool,
+    printed_at: i64,
+    store_name: Option<&str>,
+    poi_names: &[(String, String)],
+) -> Vec<Line> {
     let mut out = Vec::new();
     if let Some(name) = store_name {
         out.push(Line::Title(sanitize::receipt_field(name)));
@@ -51,6 +62,9 @@ pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&s
         out.push(Line::Center("*** 重打 ***".into()));
     }
     out.push(Line::Rule);
+    if let Some(d) = &e.details {
+        out.extend(details_lines(d, poi_names));
+    }
     out.push(Line::Field(
         "券ID",
         sanitize::receipt_field(&e.certificate_id),
@@ -77,6 +91,45 @@ pub fn lines(e: &JobEvent, reprint: bool, printed_at: i64, store_name: Option<&s
     out.push(Line::Field(when, time::local_datetime(e.msg_time)));
     out.push(Line::Field("打印时间", time::local_datetime(printed_at)));
     out.push(Line::Rule);
+    out
+}
+
+/// What was bought (SPEC §13): the deal's title (cut at 64 characters), `实付 ￥99.00`,
+/// `原价 ￥128.00` when it differs, `门店 NAME` (else the POI id), and a rule; only
+/// what is known. The full-width ￥ is two bytes in GB18030; the half-width ¥ would be
+/// four, which GBK printers garble.
+pub fn details_lines(d: &Details, poi_names: &[(String, String)]) -> Vec<Line> {
+    let mut out = Vec::new();
+    if let Some(t) = &d.title {
+        out.push(Line::Text {
+            text: sanitize::receipt_field(t),
+            bold: true,
+        });
+    }
+    if let Some(pay) = d.pay_amount {
+        out.push(Line::Text {
+            text: format!("实付 ￥{}", yuan(pay)),
+            bold: true,
+        });
+    }
+    if let Some(original) = d.original_amount.filter(|o| Some(*o) != d.pay_amount) {
+        out.push(Line::Text {
+            text: format!("原价 ￥{}", yuan(original)),
+            bold: false,
+        });
+    }
+    if let Some(poi) = &d.poi_id {
+        out.push(Line::Text {
+            text: format!(
+                "门店 {}",
+                sanitize::receipt_field(store_name(poi, poi_names))
+            ),
+            bold: false,
+        });
+    }
+    if !out.is_empty() {
+        out.push(Line::Rule);
+    }
     out
 }
 
@@ -152,6 +205,7 @@ pub fn render_text(lines: &[Line], columns: usize) -> Vec<String> {
                 .collect(),
             Line::Rule => vec!["-".repeat(columns)],
             Line::Field(label, value) => field_rows(label, value, columns),
+            Line::Text { text, .. } => wrap(text, columns),
         })
         .collect()
 }
@@ -204,6 +258,13 @@ pub fn escpos(lines: &[Line], columns: usize) -> Vec<u8> {
                     text(&mut out, row.trim_end());
                 }
             }
+            Line::Text { text: t, bold } => {
+                out.extend_from_slice(if *bold { BOLD_ON } else { BOLD_OFF });
+                for piece in wrap(t, columns) {
+                    text(&mut out, &piece);
+                }
+                out.extend_from_slice(BOLD_OFF);
+            }
         }
     }
     out.extend_from_slice(FEED_4);
@@ -230,6 +291,83 @@ mod tests {
             received_at: "2022-10-17T07:19:38.000Z".into(),
             body: String::new(),
             source: Source::Push,
+            details: None,
+        }
+    }
+
+    fn bought() -> Details {
+        Details {
+            certificate_id: "7001234567890123456".into(),
+            title: Some("双人套餐".into()),
+            sku_id: Some("S1".into()),
+            pay_amount: Some(9900),
+            original_amount: Some(12800),
+            coupon_pay_amount: Some(9900),
+            merchant_ticket_amount: None,
+            poi_id: Some("7100000000000000123".into()),
+            verify_id: None,
+            origin: crate::details::DetailsOrigin::Query,
+            fetched_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn details_say_the_deal_the_amount_paid_the_list_price_and_the_store() {
+        let mut e = event(Action::Verify, None);
+        e.details = Some(bought());
+        let names = vec![("7100000000000000123".to_string(), "望京店".to_string())];
+        let text = render_text(&lines(&e, false, 0, None, &names), 32);
+        let at = |want: &str| text.iter().position(|l| l == want);
+        let (title, pay, original, store) = (
+            at("双人套餐").unwrap(),
+            at("实付 ￥99.00").unwrap(),
+            at("原价 ￥128.00").unwrap(),
+            at("门店 望京店").unwrap(),
+        );
+        assert!(
+            title < pay && pay < original && original < store,
+            "{text:#?}"
+        );
+        assert!(store < text.iter().position(|l| l.contains("券ID")).unwrap());
+        // No name for the POI: its id. The same price twice: no 原价.
+        let d = e.details.as_mut().unwrap();
+        d.original_amount = Some(9900);
+        let text = render_text(&lines(&e, false, 0, None, &[]), 48);
+        assert!(
+            text.contains(&"门店 7100000000000000123".to_string()),
+            "{text:#?}"
+        );
+        assert!(!text.iter().any(|l| l.contains("原价")), "{text:#?}");
+        // The full-width ￥ is two bytes in GB18030.
+        let (yen, _, _) = encoding_rs::GB18030.encode("￥");
+        assert_eq!(yen.len(), 2);
+    }
+
+    #[test]
+    fn a_title_from_douyin_is_sanitized_and_cut_at_64_characters() {
+        let mut e = event(Action::Verify, None);
+        let mut d = bought();
+        d.title = Some(format!("套餐\x1bp\x00{}", "餐".repeat(100)));
+        d.poi_id = Some("71\x1dVB".into());
+        e.details = Some(d);
+        let l = lines(&e, false, 0, None, &[]);
+        let title = l
+            .iter()
+            .find_map(|l| match l {
+                Line::Text { text, bold: true } if text.starts_with("套餐") => Some(text.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(title.chars().count(), RECEIPT_FIELD);
+        assert!(
+            title.ends_with('…') && title.contains('\u{fffd}'),
+            "{title}"
+        );
+        let bytes = escpos(&l, 32);
+        assert_eq!(bytes.windows(2).filter(|w| w == b"\x1dV").count(), 1);
+        assert!(!bytes.windows(2).any(|w| w == b"\x1bp"));
+        for row in render_text(&l, 32) {
+            assert!(width(&row) <= 32, "{row}");
         }
     }
 
@@ -240,6 +378,7 @@ mod tests {
             true,
             1_665_991_200,
             Some("望京店"),
+            &[],
         );
         let text = render_text(&l, 32).join("\n");
         for want in [
@@ -261,10 +400,10 @@ mod tests {
     #[test]
     fn a_recovered_coupon_says_bulu_under_its_headline() {
         let mut e = event(Action::Verify, None);
-        let text = render_text(&lines(&e, false, 0, None), 32).join("\n");
+        let text = render_text(&lines(&e, false, 0, None, &[]), 32).join("\n");
         assert!(!text.contains("补录"), "{text}");
         e.source = Source::Catchup;
-        let text = render_text(&lines(&e, false, 0, None), 32);
+        let text = render_text(&lines(&e, false, 0, None, &[]), 32);
         let at = text.iter().position(|l| l.contains("核销成功")).unwrap();
         assert!(text[at + 1].contains("补录"), "{text:#?}");
     }
@@ -276,6 +415,7 @@ mod tests {
             false,
             0,
             Some("一家名字非常非常非常非常长的店铺"),
+            &[],
         );
         for columns in [32, 48] {
             for row in render_text(&l, columns) {
@@ -294,10 +434,10 @@ mod tests {
         e.certificate_id = "c1\x1bp\x00\x19\u{fa}".into();
         e.order_id = Some(format!("\x1dVB\x00{}", "9".repeat(80)));
         e.account_id = Some("\x1b@\x1b!\x30\u{9b}2J".into());
-        let l = lines(&e, false, 0, Some("店\x1b@"));
+        let l = lines(&e, false, 0, Some("店\x1b@"), &[]);
         let bytes = escpos(&l, 32);
         let clean = escpos(
-            &lines(&event(Action::Verify, None), false, 0, Some("店")),
+            &lines(&event(Action::Verify, None), false, 0, Some("店"), &[]),
             32,
         );
         let controls = |b: &[u8]| b.iter().filter(|&&b| b < 0x20 && b != b'\n').count();
@@ -328,7 +468,10 @@ mod tests {
 
     #[test]
     fn escpos_initialises_selects_chinese_encodes_gb18030_and_cuts() {
-        let bytes = escpos(&lines(&event(Action::Verify, None), false, 0, None), 32);
+        let bytes = escpos(
+            &lines(&event(Action::Verify, None), false, 0, None, &[]),
+            32,
+        );
         assert!(bytes.starts_with(b"\x1b@\x1c&"));
         assert!(bytes.ends_with(b"\x1dVB\x00"));
         let (headline, _, _) = encoding_rs::GB18030.encode("核销成功");

@@ -113,6 +113,11 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
     // the plan decides from the same word the sinks will read back.
     let source = if msg.test { Source::Test } else { a.source };
     let message_id = insert_message(tx, a, msg, source, outcome, error, &sha1)?;
+    if let (Outcome::Applied, Some(c)) = (outcome, cert) {
+        if plan.details() && source != Source::Test {
+            super::details::after_applied(tx, a, c)?;
+        }
+    }
     let jobs = plan.jobs_for(source, outcome, cert.map(|c| c.action));
     for sink in &jobs {
         insert_output(tx, message_id, *sink, &a.received_at, false)?;

@@ -17,6 +17,7 @@
 //! forward-only. A database newer than this binary is refused, never downgraded.
 
 mod daemon;
+mod details;
 mod ingest;
 mod outputs;
 mod report;
@@ -28,6 +29,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::model::{LinkName, LinkStatus, Source};
 use crate::time;
+pub use details::{DetailsCounts, Lookup, LookupEnd};
 use ingest::cap_header;
 pub use ingest::rejected_digest;
 pub use report::{CatchupRow, CertificateRow, CounterRow, Link, Summary};

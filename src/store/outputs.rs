@@ -15,6 +15,18 @@ impl Store {
     /// Up to `limit` of `sink`'s pending jobs, oldest first: each sink's queue is
     /// worked strictly in order.
     pub fn pending_jobs(&self, sink: SinkKind, limit: usize) -> Result<Vec<Job>> {
+        self.pending_jobs_held(sink, limit, None)
+    }
+
+    /// [`Store::pending_jobs`], ending at the first job queued after `held_after`
+    /// (Unix ms) that still waits for its coupon's details: the outbox's read, which
+    /// holds the queue there (SPEC §13).
+    pub fn pending_jobs_held(
+        &self,
+        sink: SinkKind,
+        limit: usize,
+        held_after: Option<i64>,
+    ) -> Result<Vec<Job>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT o.id, o.attempts, o.reprint, o.work, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
@@ -35,9 +47,12 @@ impl Store {
                 reprint: r.get(2)?,
                 work,
                 origin,
+                awaiting_details: None,
             })
         })?;
-        rows.collect()
+        let mut jobs = rows.collect::<Result<Vec<_>>>()?;
+        self.add_details(&mut jobs, held_after)?;
+        Ok(jobs)
     }
 
     /// Queues a job about no message (`coupond print-test`'s receipt) for `sink`;
@@ -145,6 +160,7 @@ fn message_work(r: &rusqlite::Row) -> Result<(Work, Option<Origin>)> {
             received_at: r.get(13)?,
             body: origin.body.clone(),
             source: origin.source,
+            details: None,
         }),
         _ => Work::Relayed,
     };

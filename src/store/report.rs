@@ -35,6 +35,8 @@ pub struct CertificateRow {
     pub updated_at: String,
     /// Set by a test push.
     pub test: bool,
+    /// What was bought, when known.
+    pub details: Option<crate::details::Details>,
 }
 
 /// A failed output job: (id, sink, what about (`certificate ID`, `task WORD`, `message
@@ -67,6 +69,8 @@ pub struct Summary {
     pub signature_failures: i64,
     /// The broker connections of the last daemon that ran.
     pub links: Vec<Link>,
+    /// Coupon details (SPEC §13): fetched, waiting, failed.
+    pub details: super::DetailsCounts,
 }
 
 /// A broker connection's state, as the daemon last recorded it, with its traffic.
@@ -179,9 +183,14 @@ impl Store {
                 status_msg_time: r.get(5)?,
                 updated_at: r.get(6)?,
                 test: r.get(7)?,
+                details: None,
             })
         })?;
-        rows.collect()
+        let mut rows = rows.collect::<Result<Vec<_>>>()?;
+        for row in &mut rows {
+            row.details = self.details_of(&row.certificate_id)?;
+        }
+        Ok(rows)
     }
 
     /// Everything `coupond status` prints.
@@ -255,6 +264,7 @@ impl Store {
                 |r| r.get(0),
             )?,
             links: self.links()?,
+            details: self.details_counts()?,
         })
     }
 

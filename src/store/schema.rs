@@ -202,6 +202,37 @@ CREATE TABLE daemon (
     since   TEXT NOT NULL      -- when that daemon started
 );
 "#,
+    r#"
+-- What was bought (SPEC §13): a coupon's details, a row only once they are known, and
+-- the lookups that fetch them from Douyin's certificate/query (one per coupon; a row
+-- is deleted when its details are stored).
+CREATE TABLE details (
+    certificate_id         TEXT PRIMARY KEY,
+    title                  TEXT,
+    sku_id                 TEXT,
+    pay_amount             INTEGER,  -- fen
+    original_amount        INTEGER,
+    coupon_pay_amount      INTEGER,
+    merchant_ticket_amount INTEGER,
+    poi_id                 TEXT,     -- digit for digit
+    verify_id              TEXT,
+    origin                 TEXT NOT NULL CHECK (origin IN ('query','record')),
+    fetched_at             TEXT NOT NULL
+);
+CREATE TABLE lookups (
+    certificate_id TEXT PRIMARY KEY,
+    order_id       TEXT NOT NULL,
+    account_id     TEXT,
+    -- pending: to ask (again) at next_at; absent: Douyin's answer lacks the coupon
+    -- (final); failed: no answer in 24 hours of retries.
+    state          TEXT NOT NULL CHECK (state IN ('pending','absent','failed')),
+    created_at     TEXT NOT NULL,
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    next_at        TEXT NOT NULL,
+    last_error     TEXT
+);
+CREATE INDEX lookups_due ON lookups (next_at) WHERE state = 'pending';
+"#,
 ];
 
 /// The schema version this binary writes (`PRAGMA user_version`).
@@ -336,4 +367,10 @@ sql_word!(
     "link state",
     LinkStatus::as_str,
     LinkStatus::parse
+);
+sql_word!(
+    crate::details::DetailsOrigin,
+    "details origin",
+    crate::details::DetailsOrigin::as_str,
+    crate::details::DetailsOrigin::parse
 );

@@ -1,10 +1,13 @@
-//! A local fake of the two Douyin Open Platform calls catch-up makes (SPEC §11), written
-//! from the documented shapes: `POST /oauth/stable_client_token/` and `GET
-//! /goodlife/v1/fulfilment/certificate/verify_record/query/` (token envelope, `records`
-//! or `records_v2`, `cursor`, `total`, `error_code`). Plain HTTP or HTTPS (a certificate
-//! from a test CA made in the test), keep-alive, one thread per connection, 127.0.0.1
-//! only. Tests switch it into failure modes (down, slow, garbage, HTTP 500, an expired
-//! token) and read what it was asked.
+//! A local fake of the Douyin Open Platform calls coupond makes, written from the
+//! documented shapes: `POST /oauth/stable_client_token/` and `GET
+//! /goodlife/v1/fulfilment/certificate/verify_record/query/` (SPEC §11: token envelope,
+//! `records` or `records_v2`, `cursor`, `total`, `error_code`), and `GET
+//! /goodlife/v1/fulfilment/certificate/query/` (SPEC §13: `certificates` or
+//! `certificates_v2`, `amount` in fen, `sku`, `verify` with `poi_id` as a JSON number).
+//! Plain HTTP or HTTPS (a certificate from a test CA made in the test), keep-alive, one
+//! thread per connection, 127.0.0.1 only. Tests switch it into failure modes (down, slow,
+//! garbage, HTTP 500, an expired token), for every call or for the certificate query
+//! alone, and read what it was asked.
 //!
 //! Also used by `examples/bench.rs` (through `#[path]`), so it depends on nothing else in
 //! `tests/common`.
@@ -20,6 +23,7 @@ use serde_json::{json, Value};
 
 pub const TOKEN_PATH: &str = "/oauth/stable_client_token/";
 pub const QUERY_PATH: &str = "/goodlife/v1/fulfilment/certificate/verify_record/query/";
+pub const CERTIFICATE_PATH: &str = "/goodlife/v1/fulfilment/certificate/query/";
 
 /// How the fake answers queries (the token call too, for `Slow`, `Garbage`, `Http500`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,82 @@ pub enum Mode {
     Garbage,
     /// HTTP 500.
     Http500,
+    /// Closes the connection without an answer.
+    Down,
+}
+
+/// What was bought with one coupon: the fake's `certificate/query` answer for it (and,
+/// with [`FakeRecord::with_details`], its verify record's `amount` and `sku`).
+#[derive(Debug, Clone)]
+pub struct FakeDeal {
+    pub certificate_id: String,
+    pub order_id: String,
+    pub title: String,
+    pub sku_id: String,
+    /// Fen.
+    pub pay_amount: i64,
+    pub original_amount: i64,
+    /// Written into the answer as a bare JSON number (19 digits, as Douyin does).
+    pub poi_id: String,
+}
+
+impl FakeDeal {
+    pub fn new(
+        certificate_id: &str,
+        order_id: &str,
+        title: &str,
+        pay: i64,
+        original: i64,
+    ) -> FakeDeal {
+        FakeDeal {
+            certificate_id: certificate_id.into(),
+            order_id: order_id.into(),
+            title: title.into(),
+            sku_id: format!("1800{certificate_id}"),
+            pay_amount: pay,
+            original_amount: original,
+            poi_id: POI_19.into(),
+        }
+    }
+
+    fn amount(&self) -> Value {
+        json!({"original_amount": self.original_amount, "pay_amount": self.pay_amount,
+               "coupon_pay_amount": self.pay_amount, "merchant_ticket_amount": 0,
+               "list_market_amount": self.original_amount})
+    }
+
+    fn sku(&self) -> Value {
+        json!({"sku_id": self.sku_id, "title": self.title, "groupon_type": 1,
+               "account_id": ACCOUNT})
+    }
+
+    /// One entry of `certificates` (`certificates_v2` gives the id as a number).
+    fn entry(&self, v2: bool) -> Value {
+        let poi = poi_number(&self.poi_id);
+        let id = if v2 {
+            poi_number(&self.certificate_id)
+        } else {
+            Value::String(self.certificate_id.clone())
+        };
+        json!({
+            "certificate_id": id,
+            "encrypted_code": "ENC(secret-code)",
+            "amount": self.amount(),
+            "sku": self.sku(),
+            "verify": {"verify_id": format!("V-{}", self.certificate_id),
+                       "certificate_id": self.certificate_id,
+                       "verify_time": 1_700_000_000, "poi_id": poi},
+        })
+    }
+}
+
+/// A run of digits as a bare JSON number with exactly those digits (serde_json's
+/// `arbitrary_precision` is on, as in the daemon); anything else as a string.
+fn poi_number(digits: &str) -> Value {
+    match serde_json::from_str::<Value>(digits) {
+        Ok(n @ Value::Number(_)) if digits.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => Value::String(digits.into()),
+    }
 }
 
 /// A verify record as the fake keeps it.
@@ -45,6 +125,8 @@ pub struct FakeRecord {
     /// 1 verified, 2 cancelled.
     pub status: i64,
     pub cancel_time: i64,
+    /// `amount` and `sku` carried in the record itself.
+    pub deal: Option<FakeDeal>,
 }
 
 impl FakeRecord {
@@ -58,7 +140,16 @@ impl FakeRecord {
             verify_time,
             status: 1,
             cancel_time: 0,
+            deal: None,
         }
+    }
+
+    /// The record carries `amount` and `sku` (and `poi_id` as a number), as some do.
+    pub fn with_details(mut self, deal: FakeDeal) -> FakeRecord {
+        self.order_id = deal.order_id.clone();
+        self.poi_id = deal.poi_id.clone();
+        self.deal = Some(deal);
+        self
     }
 
     pub fn cancelled(mut self, cancel_time: i64) -> FakeRecord {
@@ -76,6 +167,8 @@ impl FakeRecord {
 pub const ACCOUNT: &str = "6900000000001";
 pub const POI: &str = "7100000000001";
 pub const TOKEN_PREFIX: &str = "clt.fake-token-";
+/// A store id as Douyin gives it: 19 digits, beyond a float's precision.
+pub const POI_19: &str = "7100000000000000123";
 
 /// What the fake holds and how it behaves; shared with its threads.
 pub struct State {
@@ -93,6 +186,16 @@ pub struct State {
     pub tokens_issued: u32,
     /// Every query's parameters, in order.
     pub queries: Vec<Vec<(String, String)>>,
+    /// What `certificate/query` knows, by order.
+    pub deals: Vec<FakeDeal>,
+    /// Deals made up for an order `deals` does not hold (the benchmark's pushes).
+    pub deals_for: Option<fn(&str) -> Vec<FakeDeal>>,
+    /// How `certificate/query` alone answers (after `mode`).
+    pub details_mode: Mode,
+    /// Answer `certificates_v2` instead of `certificates`.
+    pub certificates_v2: bool,
+    /// Every `certificate/query`'s parameters, in order.
+    pub certificate_queries: Vec<Vec<(String, String)>>,
     /// Requests by path (any method), in order.
     pub requests: Vec<String>,
 }
@@ -165,6 +268,11 @@ impl FakeDouyin {
             expire_next: 0,
             tokens_issued: 0,
             queries: Vec::new(),
+            deals: Vec::new(),
+            deals_for: None,
+            details_mode: Mode::Normal,
+            certificates_v2: false,
+            certificate_queries: Vec::new(),
             requests: Vec::new(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
@@ -212,6 +320,21 @@ impl FakeDouyin {
 
     pub fn set_mode(&self, m: Mode) {
         self.state.lock().unwrap().mode = m;
+    }
+
+    /// `certificate/query` answers this deal (by its order).
+    pub fn sell(&self, deal: FakeDeal) {
+        self.state.lock().unwrap().deals.push(deal);
+    }
+
+    /// How `certificate/query` answers, whatever the other calls do.
+    pub fn set_details_mode(&self, m: Mode) {
+        self.state.lock().unwrap().details_mode = m;
+    }
+
+    /// `certificate/query`s asked so far.
+    pub fn certificate_queries(&self) -> usize {
+        self.state.lock().unwrap().certificate_queries.len()
     }
 
     pub fn tokens_issued(&self) -> u32 {
@@ -271,14 +394,17 @@ fn serve<S: Read + Write>(stream: S, state: &Arc<Mutex<State>>) {
         let mut parts = first.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let (status, answer) = answer(
-            state,
+        let token = header("access-token");
+        let req = Req {
             method,
             path,
             query,
-            header("access-token").as_deref(),
-            &body,
-        );
+            token: token.as_deref(),
+            body: &body,
+        };
+        let Some((status, answer)) = answer(state, &req) else {
+            return; // Mode::Down: the connection closes unanswered.
+        };
         let out = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             answer.len()
@@ -298,25 +424,62 @@ fn error(code: i64, description: &str) -> String {
         .to_string()
 }
 
-fn answer(
-    state: &Arc<Mutex<State>>,
-    method: &str,
-    path: &str,
-    query: &str,
-    token: Option<&str>,
-    body: &[u8],
-) -> (u16, String) {
-    let mode = {
+/// One request as the fake reads it.
+struct Req<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    token: Option<&'a str>,
+    body: &'a [u8],
+}
+
+/// The answer to one request, `None` for none at all ([`Mode::Down`]).
+fn answer(state: &Arc<Mutex<State>>, req: &Req) -> Option<(u16, String)> {
+    let Req {
+        method,
+        path,
+        query,
+        ..
+    } = *req;
+    let modes = {
         let mut s = state.lock().unwrap();
         s.requests.push(format!("{method} {path}"));
-        s.mode
+        if path == CERTIFICATE_PATH {
+            s.certificate_queries.push(params(query));
+            [s.mode, s.details_mode]
+        } else {
+            [s.mode, Mode::Normal]
+        }
     };
-    match mode {
-        Mode::Normal => {}
-        Mode::Slow(d) => std::thread::sleep(d),
-        Mode::Garbage => return (200, "<html>upstream busy</html>".into()),
-        Mode::Http500 => return (500, "{}".into()),
+    for mode in modes {
+        match mode {
+            Mode::Normal => {}
+            Mode::Slow(d) => std::thread::sleep(d),
+            Mode::Garbage => return Some((200, "<html>upstream busy</html>".into())),
+            Mode::Http500 => return Some((500, "{}".into())),
+            Mode::Down => return None,
+        }
     }
+    Some(documented(state, req))
+}
+
+fn params(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), unescape(v)))
+        .collect()
+}
+
+/// The documented answer, as Douyin would give it.
+fn documented(state: &Arc<Mutex<State>>, req: &Req) -> (u16, String) {
+    let Req {
+        method,
+        path,
+        query,
+        token,
+        body,
+    } = *req;
     let mut s = state.lock().unwrap();
     match (method, path) {
         ("POST", TOKEN_PATH) => {
@@ -337,20 +500,41 @@ fn answer(
                     .to_string(),
             )
         }
-        ("GET", QUERY_PATH) => {
-            let params: Vec<(String, String)> = query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), unescape(v)))
-                .collect();
-            s.queries.push(params.clone());
-            let current = format!("{TOKEN_PREFIX}{}", s.tokens_issued);
-            if token != Some(current.as_str()) {
-                return (200, error(28001003, "access_token invalid"));
+        ("GET", CERTIFICATE_PATH) => {
+            if let Some(refused) = token_refused(&mut s, token) {
+                return refused;
             }
-            if s.expire_next > 0 {
-                s.expire_next -= 1;
-                return (200, error(28001008, "access_token expired"));
+            let params = params(query);
+            let Some((_, order)) = params.iter().find(|(k, _)| k == "order_id") else {
+                return (200, error(2100005, "missing parameter order_id"));
+            };
+            let v2 = s.certificates_v2;
+            let mut entries: Vec<Value> = s
+                .deals
+                .iter()
+                .filter(|d| &d.order_id == order)
+                .map(|d| d.entry(v2))
+                .collect();
+            if let (true, Some(made_up)) = (entries.is_empty(), s.deals_for) {
+                entries = made_up(order).iter().map(|d| d.entry(v2)).collect();
+            }
+            let key = if v2 {
+                "certificates_v2"
+            } else {
+                "certificates"
+            };
+            let mut data = json!({"error_code": 0, "description": ""});
+            data[key] = Value::Array(entries);
+            (
+                200,
+                json!({"data": data, "extra": {"logid": "FAKE"}}).to_string(),
+            )
+        }
+        ("GET", QUERY_PATH) => {
+            let params = params(query);
+            s.queries.push(params.clone());
+            if let Some(refused) = token_refused(&mut s, token) {
+                return refused;
             }
             let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             let num = |k: &str| p(k).and_then(|v| v.parse::<i64>().ok());
@@ -389,7 +573,7 @@ fn answer(
                 .skip(after)
                 .take(size as usize)
                 .map(|(pos, (_, r))| {
-                    json!({
+                    let mut record = json!({
                         "cursor": (pos + 1).to_string(),
                         "verify_id": r.verify_id,
                         "certificate_id": r.certificate_id,
@@ -400,8 +584,13 @@ fn answer(
                         "can_cancel": r.status == 1,
                         "status": r.status,
                         "cancel_time": r.cancel_time,
-                        "poi_id": r.poi_id,
-                    })
+                        "poi_id": poi_number(&r.poi_id),
+                    });
+                    if let Some(deal) = &r.deal {
+                        record["amount"] = deal.amount();
+                        record["sku"] = deal.sku();
+                    }
+                    record
                 })
                 .collect();
             let key = if s.records_v2 {
@@ -421,6 +610,20 @@ fn answer(
         }
         _ => (404, error(404, "no such path")),
     }
+}
+
+/// The answer to a query whose token is not the current one, or that is to be told it
+/// expired (`expire_next`); `None`: the token is good.
+fn token_refused(s: &mut State, token: Option<&str>) -> Option<(u16, String)> {
+    let current = format!("{TOKEN_PREFIX}{}", s.tokens_issued);
+    if token != Some(current.as_str()) {
+        return Some((200, error(28001003, "access_token invalid")));
+    }
+    if s.expire_next > 0 {
+        s.expire_next -= 1;
+        return Some((200, error(28001008, "access_token expired")));
+    }
+    None
 }
 
 fn unescape(v: &str) -> String {
