@@ -107,14 +107,15 @@ class Machine:
             sock = os.path.join(rdir, f"{name}.nbd")
             mods = args.nbdkit_modules
             # The cache filter keeps its cache in a deleted file under TMPDIR.
-            self.nbdkit = subprocess.Popen(
-                [args.nbdkit, "-f", "-U", sock, f"--filter={mods}/filters/nbdkit-cache-filter.so",
-                 f"{mods}/plugins/nbdkit-file-plugin.so", f"file={image}", "cache=writeback"],
-                env=dict(env, TMPDIR=rdir), stdout=subprocess.DEVNULL, stderr=open(self.console + ".nbdkit", "w"),
-            )
+            with open(self.console + ".nbdkit", "w") as log:
+                self.nbdkit = subprocess.Popen(
+                    [args.nbdkit, "-f", "-U", sock, f"--filter={mods}/filters/nbdkit-cache-filter.so",
+                     f"{mods}/plugins/nbdkit-file-plugin.so", f"file={image}", "cache=writeback"],
+                    env=dict(env, TMPDIR=rdir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                )
             wait_for(lambda: os.path.exists(sock) or self.nbdkit.poll() is not None, 30)
             if self.nbdkit.poll() is not None:
-                raise RuntimeError(f"nbdkit exited {self.nbdkit.returncode}")
+                raise RuntimeError(f"nbdkit exited {self.nbdkit.returncode}: see {self.console}.nbdkit")
             drive = f"file=nbd:unix:{sock},format=raw,if=virtio,cache=writeback"
         else:
             drive = f"file={image},format=raw,if=virtio,cache=none,aio=threads"
@@ -132,7 +133,12 @@ class Machine:
             if os.path.isdir(d):
                 cmd[1:1] = ["-L", d]
         self.started = time.monotonic()
-        self.qemu = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(self.console + ".qemu", "w"))
+        with open(self.console + ".qemu", "w") as log:
+            try:
+                self.qemu = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+            except OSError:
+                self.nbdkit and self.nbdkit.kill()
+                raise
 
     def console_text(self):
         try:
@@ -146,7 +152,8 @@ class Machine:
 
         def answers():
             if self.qemu.poll() is not None:
-                raise RuntimeError(f"qemu exited {self.qemu.returncode} before coupond answered")
+                with open(self.console + ".qemu", errors="replace") as f:
+                    raise RuntimeError(f"qemu exited {self.qemu.returncode} before coupond answered: {last_lines(f.read())}")
             console = self.console_text()
             if "powercut-guest: coupond exited" in console or "powercut-guest: FAIL" in console:
                 raise RuntimeError("coupond stopped before it answered: " + last_lines(console))
@@ -225,7 +232,7 @@ class Load:
             t.start()
 
     def sender(self, i):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         n = 0
         while not self.cut.is_set():
             cert = f"{self.tag}-s{i}-{n}"
@@ -305,76 +312,102 @@ def inspect(rdir, image, acked):
     return problems, lost
 
 
-def run_round(args, number, disk, control=None):
-    """One round; returns (line, passed, stats). control: None, "eatmydata" or "barrier=0"."""
-    tag = f"PC{number}" + (f"-{control.split('=')[0]}" if control else "")
-    rdir = os.path.join(args.work, "rounds", tag)
-    shutil.rmtree(rdir, ignore_errors=True)
-    os.makedirs(rdir)
-    image = os.path.join(rdir, "data.img")
-    subprocess.run(["cp", "--sparse=always", args.image, image], check=True)
-    cut_after = random.uniform(1.0, 5.0)
-    problems, acked, lost, boot, reboot = [], [], None, 0.0, 0.0
-    load = None
-    try:
-        m = Machine(args, rdir, "load", disk, "load", eatmydata=control == "eatmydata",
-                    mountopts="barrier=0" if control == "barrier=0" else "")
+class Round:
+    """One round: a boot under load cut short, a boot again, the checks, one report."""
+
+    def __init__(self, args, number, disk, control=None):
+        self.args, self.number, self.disk, self.control = args, number, disk, control
+        self.tag = f"PC{number}" + (f"-{control.split('=')[0]}" if control else "")
+        self.rdir = os.path.join(args.work, "rounds", self.tag)
+        shutil.rmtree(self.rdir, ignore_errors=True)
+        os.makedirs(self.rdir)
+        self.image = os.path.join(self.rdir, "data.img")
+        subprocess.run(["cp", "--sparse=always", args.image, self.image], check=True)
+        self.cut_after = random.uniform(1.0, 5.0)
+        self.problems, self.notes, self.acked = [], [], []
+        self.boot = self.reboot = 0.0
+
+    def run(self):
+        """Returns (line, passed, acknowledged, lost)."""
         try:
-            boot = m.wait_daemon()
-            load = Load(m.port, tag)
+            self.power_cut()
+            self.boot_again()
+        except (RuntimeError, OSError, http.client.HTTPException) as e:
+            self.problems.append(f"{type(e).__name__}: {e} (files: {self.rdir})")
+        data_problems, lost = inspect(self.rdir, self.image, self.acked)
+        self.problems += data_problems
+        if self.control:
+            # The control must see the loss in the data, not merely fail to boot.
+            passed = lost > 0 or any(p.startswith(("PRAGMA", "the database", "no coupond.db")) for p in data_problems)
+            verdict = "loss seen, as it must be" if passed else "FAIL: no loss seen, the test could not tell"
+        else:
+            passed = not self.problems
+            verdict = "ok" if passed else "FAIL"
+        model = f"control {self.control} ({self.disk})" if self.control else self.disk
+        line = (f"round {self.number} {model}: acked {len(self.acked)}, lost {lost}, cut at {self.cut_after:.2f} s "
+                f"into the load (boot {self.boot:.1f} s, reboot {self.reboot:.1f} s): {verdict}")
+        if passed:
+            line += "".join(f"\n    (seen: {p})" for p in self.problems)
+        else:
+            line += "".join(f"\n    {p}" for p in self.problems)
+            for name in ("load", "verify"):
+                path = os.path.join(self.rdir, f"{name}.console")
+                if os.path.exists(path):
+                    with open(path, errors="replace") as f:
+                        line += f"\n    {name} console, last lines: {last_lines(f.read(), 5)}"
+        line += "".join(f"\n    (note: {n})" for n in self.notes)
+        if passed and not self.args.keep:
+            shutil.rmtree(self.rdir, ignore_errors=True)
+        return line, passed, len(self.acked), lost
+
+    def power_cut(self):
+        """Boots, pushes from 8 senders and cuts the power cut_after seconds in."""
+        m = Machine(self.args, self.rdir, "load", self.disk, "load", eatmydata=self.control == "eatmydata",
+                    mountopts="barrier=0" if self.control == "barrier=0" else "")
+        try:
+            self.boot = m.wait_daemon()
+            load = Load(m.port, self.tag)
             load.start()
-            time.sleep(cut_after)
+            time.sleep(self.cut_after)
             load.cut.set()
         finally:
             m.cut()
-        acked = load.stop()
+        self.acked = load.stop()
         if load.errors:
-            problems.append(f"{len(load.errors)} push(es) failed before the cut, first: {load.errors[0]}")
+            self.problems.append(f"{len(load.errors)} push(es) failed before the cut, first: {load.errors[0]}")
         if load.other:
-            problems.append(f"answers other than 200 before the cut: {load.other}")
-        if not acked:
-            problems.append("nothing was acknowledged before the cut")
-        m = Machine(args, rdir, "verify", disk, "verify")
+            # Not a durability failure (Douyin would deliver again), but worth a look.
+            self.notes.append(f"answers other than 200 before the cut: {load.other}")
+        if not self.acked:
+            self.problems.append("nothing was acknowledged before the cut")
+
+    def boot_again(self):
+        """Boots on the same disk: coupond must start, answer a push and stop cleanly."""
+        m = Machine(self.args, self.rdir, "verify", self.disk, "verify")
         try:
-            reboot = m.wait_daemon()
+            self.reboot = m.wait_daemon()
             conn = http.client.HTTPConnection("127.0.0.1", m.port, timeout=30)
-            status = signed_push(conn, f"{tag}-after")
+            status = signed_push(conn, f"{self.tag}-after")
             conn.close()
             if status != 200:
-                problems.append(f"after the reboot a push got {status}")
+                self.problems.append(f"after the reboot a push got {status}")
             else:
-                acked.append(f"{tag}-after")
+                self.acked.append(f"{self.tag}-after")
             m.stop()
-        except Exception:
+        except BaseException:
             m.cut()
             raise
         console = m.console_text()
         for want in ("coupond exited 0", "unmounted"):
             if f"powercut-guest: {want}" not in console:
-                problems.append(f"the second boot did not say '{want}'")
-    except (RuntimeError, OSError, http.client.HTTPException) as e:
-        problems.append(f"{type(e).__name__}: {e} (console: {rdir})")
-    data_problems, lost = inspect(rdir, image, acked)
-    problems += data_problems
-    model = disk if not control else f"control {control} ({disk})"
-    head = (f"round {number} {model}: acked {len(acked)}, lost {lost}, cut at {cut_after:.2f} s into the load "
-            f"(boot {boot:.1f} s, reboot {reboot:.1f} s)")
-    if control:
-        # The control must see the loss in the data, not merely fail to boot.
-        saw = lost > 0 or any(p.startswith(("PRAGMA", "the database", "no coupond.db")) for p in data_problems)
-        passed = saw
-        verdict = "loss seen, as it must be" if saw else "FAIL: no loss seen, the test could not tell"
-    else:
-        passed = not problems
-        verdict = "ok" if passed else "FAIL"
-    line = f"{head}: {verdict}"
-    if problems and not (control and passed):
-        line += "".join(f"\n    {p}" for p in problems)
-    elif problems:
-        line += "".join(f"\n    (seen: {p})" for p in problems)
-    if passed and not args.keep:
-        shutil.rmtree(rdir, ignore_errors=True)
-    return line, passed, (len(acked), lost)
+                self.problems.append(f"the second boot did not say '{want}'")
+
+
+def children_cpu():
+    """Processor seconds of the children reaped so far (this process was powercut/run's
+    shell before its exec, so the preparation's count too: take differences)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main():
@@ -398,13 +431,14 @@ def main():
     say(f"{args.rounds} round(s) and {args.control_rounds} control round(s), {SENDERS} senders, "
         f"accelerator {args.accel}, seed {seed} (COUPOND_POWERCUT_SEED repeats the cut times)")
     t0 = time.monotonic()
+    cpu0 = children_cpu()
     passed = failed = total_acked = total_lost = 0
     plan = [(i + 1, ("cache=none", "volatile")[i % 2], None) for i in range(args.rounds)]
     controls = [("eatmydata", "cache=none"), ("barrier=0", "volatile")]
     plan += [(i + 1, controls[i % 2][1], controls[i % 2][0]) for i in range(args.control_rounds)]
     control_seen = 0
     for number, disk, control in plan:
-        line, ok, (acked, lost) = run_round(args, number, disk, control)
+        line, ok, acked, lost = Round(args, number, disk, control).run()
         say(line)
         passed += ok
         failed += not ok
@@ -415,10 +449,10 @@ def main():
             total_lost += lost
     # The processor time of qemu, nbdkit and the checks tells the cost on an idle machine
     # better than the wall clock of a busy one.
-    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = children_cpu() - cpu0
     say(f"{args.rounds} round(s): {total_acked} acknowledged, {total_lost} lost; control: "
         f"{control_seen} of {args.control_rounds} saw the loss; {time.monotonic() - t0:.0f} s "
-        f"({cpu.ru_utime + cpu.ru_stime:.0f} s of processor time in qemu, nbdkit and the checks)")
+        f"({cpu:.0f} s of processor time in qemu, nbdkit and the checks)")
     print(f"powercut: {passed} passed, {failed} failed", flush=True)
     sys.exit(1 if failed else 0)
 
