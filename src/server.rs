@@ -86,50 +86,89 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        if table.is_full() {
-            if let Some((oldest, idle)) = table.evict_oldest() {
-                oldest.abort();
-                let line = format!(
-                    "{name}: {} connections open, closed the one that had sent no complete \
-                     request for longest ({idle:.1?}) to take a new one",
-                    table.capacity()
-                );
-                evicted.note(tokio::time::Instant::now(), line);
-            }
-        }
+        make_room(name, &mut table, &mut evicted);
         let _ = stream.set_nodelay(true);
         let stamp = table.stamp();
-        let answered = stamp.clone();
-        let handler = handler.clone();
-        // Stamped when each response is ready: the request was complete (or refused).
-        let service = service_fn(move |req| {
-            let response = handler(req);
-            let answered = answered.clone();
-            async move {
-                let r = response.await;
-                answered.touch();
-                r
-            }
-        });
-        let builder = builder.clone();
-        let mut conn_stop = stop.clone();
-        let handle = conns.spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown::stopped(&mut conn_stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                log::debug!("{name}: connection ended: {e}");
-            }
-        });
+        let handle = spawn_connection(
+            name,
+            &mut conns,
+            builder.clone(),
+            stream,
+            handler.clone(),
+            stamp.clone(),
+            stop.clone(),
+        );
         table.insert(handle.id(), stamp, handle);
     }
     drop(listener);
+    drain(name, conns).await;
+}
+
+/// When the table is full, closes the connection that has gone longest without a
+/// complete request, so the newcomer (perhaps a push) gets its place.
+fn make_room(
+    name: &str,
+    table: &mut Table<tokio::task::Id, tokio::task::AbortHandle>,
+    evicted: &mut Throttle,
+) {
+    if !table.is_full() {
+        return;
+    }
+    if let Some((oldest, idle)) = table.evict_oldest() {
+        oldest.abort();
+        let line = format!(
+            "{name}: {} connections open, closed the one that had sent no complete \
+             request for longest ({idle:.1?}) to take a new one",
+            table.capacity()
+        );
+        evicted.note(tokio::time::Instant::now(), line);
+    }
+}
+
+/// Serves one accepted connection in its own task, stamping `answered` whenever a
+/// response is ready (its request was complete, or refused), and closing it gracefully
+/// at the stop.
+fn spawn_connection<H, F>(
+    name: &'static str,
+    conns: &mut JoinSet<()>,
+    builder: Arc<http1::Builder>,
+    stream: tokio::net::TcpStream,
+    handler: H,
+    answered: crate::conns::Stamp,
+    mut stop: Stop,
+) -> tokio::task::AbortHandle
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
+    F: Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let response = handler(req);
+        let answered = answered.clone();
+        async move {
+            let r = response.await;
+            answered.touch();
+            r
+        }
+    });
+    conns.spawn(async move {
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = shutdown::stopped(&mut stop) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            log::debug!("{name}: connection ended: {e}");
+        }
+    })
+}
+
+/// Gives the open connections [`DRAIN`] to finish their answers after the stop, then
+/// drops the rest.
+async fn drain(name: &'static str, mut conns: JoinSet<()>) {
     let drained =
         tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
