@@ -58,6 +58,14 @@ struct Opts {
     catchup_records: usize,
     /// `--fleet N`: the MQTT chain against the HTTP path, N pushes each.
     fleet: Option<u64>,
+    /// The daemon's `--log-level` (default `info`, the daemon's own default: SPEC §10's
+    /// CPU budget is measured there). Its log goes to `coupond.log` in the scratch dir.
+    log_level: String,
+    /// Also run the same load against `bench/reference.py`, the plain reference
+    /// receiver, and compare CPU per message.
+    reference: bool,
+    /// How long to watch the idle daemon after the load (CPU and wake-ups).
+    idle_seconds: u64,
 }
 
 fn parse_opts() -> Opts {
@@ -73,6 +81,9 @@ fn parse_opts() -> Opts {
         stalled_printer: false,
         catchup_records: 0,
         fleet: None,
+        log_level: "info".to_string(),
+        reference: false,
+        idle_seconds: 3,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -110,6 +121,14 @@ fn parse_opts() -> Opts {
                     .next()
                     .and_then(|v| v.parse().ok())
                     .expect("--catchup-records N")
+            }
+            "--log-level" => o.log_level = args.next().expect("--log-level LEVEL"),
+            "--reference" => o.reference = true,
+            "--idle-seconds" => {
+                o.idle_seconds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--idle-seconds N")
             }
             "--" => o.extra = args.by_ref().collect(),
             other => panic!("unknown argument {other}"),
@@ -171,12 +190,42 @@ fn main() {
         "peak RSS (VmHWM)        {:>10.1} MB",
         run.peak_rss_kb as f64 / 1024.0
     );
-    println!("idle CPU after load     {:>10.2} %", run.idle_cpu_pct);
+    println!(
+        "CPU per message         {:>10.1} us        (user + system, at log level {})",
+        run.cpu_us_per_msg, o.log_level
+    );
+    println!(
+        "idle after load         {:>10.2} % CPU, {:.0} wake-ups a minute ({} s watched)",
+        run.idle_cpu_pct, run.idle_wakeups_per_min, o.idle_seconds
+    );
     println!("stored rows             {:>10}", run.stored);
     println!(
         "largest -wal file       {:>10.1} MB",
         run.wal_peak as f64 / 1048576.0
     );
+    if o.reference {
+        let r = load_reference(&o);
+        println!(
+            "reference receiver      {:>10.0} msg/s     p50 {:.2} ms   p99 {:.2} ms   peak RSS {:.1} MB   ({} acknowledged, {} stored; bench/reference.py)",
+            r.rate,
+            r.lat.p50 * 1e3,
+            r.lat.p99 * 1e3,
+            r.peak_rss_kb as f64 / 1024.0,
+            r.acked,
+            r.stored
+        );
+        println!(
+            "CPU per message         {:>10.1} us coupond / {:.1} us reference = {:.2}x   (budget: under 0.33x)",
+            run.cpu_us_per_msg,
+            r.cpu_us_per_msg,
+            run.cpu_us_per_msg / r.cpu_us_per_msg
+        );
+        println!(
+            "peak RSS                {:>10.1} MB coupond / {:.1} MB reference",
+            run.peak_rss_kb as f64 / 1024.0,
+            r.peak_rss_kb as f64 / 1024.0
+        );
+    }
     if o.catchup_records > 0 {
         let c = catchup(&o);
         println!(
@@ -345,7 +394,12 @@ struct Run {
     errors: usize,
     lat: Latency,
     peak_rss_kb: u64,
+    /// The receiver's user + system CPU time during the load, per acknowledged message.
+    cpu_us_per_msg: f64,
     idle_cpu_pct: f64,
+    /// Context switches of all the receiver's threads while idle, per minute: each is a
+    /// wake-up (a timer, a poll) that a box pays for in power and cache.
+    idle_wakeups_per_min: f64,
     stored: i64,
     wal_peak: u64,
 }
@@ -364,10 +418,46 @@ fn load(o: &Opts) -> Run {
             drop(held);
         });
     }
-    let (mut child, addr, startup) = start_daemon(o, &db, &extra);
-    let pid = child.id();
+    let (child, addr, startup) = start_daemon(o, &db, &extra);
+    measure(o, child, addr, startup, &db)
+}
 
+/// The same load against `bench/reference.py` (see its docstring), in the same run.
+fn load_reference(o: &Opts) -> Run {
+    let db = o.dir.join("reference.db");
+    let started = Instant::now();
+    let mut child = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference.py"))
+        .arg(&db)
+        .arg(SECRET)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3 bench/reference.py");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .expect("reference.py says where it listens");
+    let startup = started.elapsed();
+    measure(o, child, addr, startup, &db)
+}
+
+/// Runs the senders against a receiver for `o.seconds`, then watches it idle, stops it
+/// and counts what it stored.
+fn measure(
+    o: &Opts,
+    mut child: std::process::Child,
+    addr: SocketAddr,
+    startup: Duration,
+    db: &Path,
+) -> Run {
+    let pid = child.id();
     let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = cpu_ticks(pid);
     let handles: Vec<_> = (0..o.senders)
         .map(|t| {
             let stop = stop.clone();
@@ -391,18 +481,24 @@ fn load(o: &Opts) -> Run {
         errors += e;
     }
     let elapsed = load_started.elapsed().as_secs_f64();
+    let ticks_per_sec = 100.0; // USER_HZ on Linux
+    let cpu_us_per_msg =
+        (cpu_ticks(pid) - cpu_before) as f64 / ticks_per_sec * 1e6 / lat.len().max(1) as f64;
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let peak_rss_kb = proc_status_kb(pid, "VmHWM");
-    let cpu0 = cpu_ticks(pid);
-    std::thread::sleep(Duration::from_secs(3));
-    let cpu1 = cpu_ticks(pid);
-    let ticks_per_sec = 100.0; // USER_HZ on Linux
-    let idle_cpu_pct = (cpu1 - cpu0) as f64 / ticks_per_sec / 3.0 * 100.0;
+    // Let what the load left behind (a checkpoint, the outbox) settle first.
+    std::thread::sleep(Duration::from_secs(1));
+    let (cpu0, switches0) = (cpu_ticks(pid), context_switches(pid));
+    std::thread::sleep(Duration::from_secs(o.idle_seconds));
+    let (cpu1, switches1) = (cpu_ticks(pid), context_switches(pid));
+    let idle = o.idle_seconds.max(1) as f64;
+    let idle_cpu_pct = (cpu1 - cpu0) as f64 / ticks_per_sec / idle * 100.0;
+    let idle_wakeups_per_min = (switches1 - switches0) as f64 * 60.0 / idle;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
-    let c = rusqlite::Connection::open(&db).unwrap();
+    let c = rusqlite::Connection::open(db).unwrap();
     let stored: i64 = c
         .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
         .unwrap();
@@ -413,7 +509,9 @@ fn load(o: &Opts) -> Run {
         errors,
         lat: Latency::of(&lat),
         peak_rss_kb,
+        cpu_us_per_msg,
         idle_cpu_pct,
+        idle_wakeups_per_min,
         stored,
         wal_peak,
     }
@@ -450,36 +548,29 @@ fn start_daemon(
 ) -> (std::process::Child, SocketAddr, Duration) {
     let secret = o.dir.join("secret");
     std::fs::write(&secret, SECRET).unwrap();
+    // The log goes to a file, as it would to the journal: at the default level (info)
+    // every push is a line, which is part of the cost being measured.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(o.dir.join("coupond.log"))
+        .unwrap();
     let started = Instant::now();
-    let mut child = preloaded(o, Command::new(&o.bin))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--client-key",
-            KEY,
-            "--log-level",
-            "warn",
-        ])
+    let child = preloaded(o, Command::new(&o.bin))
+        .args(["serve", "--listen", "127.0.0.1:0", "--client-key", KEY])
+        .args(["--log-level", &o.log_level])
         .arg("--db")
         .arg(db)
         .arg("--secret-file")
         .arg(&secret)
         .args(extra)
-        .env("COUPOND_LOG_LEVEL", "warn")
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .expect("start coupond (build it with cargo build --release)");
-    // The daemon runs at log level warn (no line per request), so the port is read off
-    // /proc rather than off the "listening on" line.
+    // The port is read off /proc rather than off the "listening on" line, which a
+    // quieter log level leaves out.
     let addr = wait_for_port(child.id());
     let startup = started.elapsed();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("coupond: {line}");
-        }
-    });
     (child, addr, startup)
 }
 
@@ -716,6 +807,23 @@ fn proc_status_kb(pid: u32, key: &str) -> u64 {
         .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Voluntary and involuntary context switches of every thread of `pid`.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
