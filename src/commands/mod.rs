@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod print_test;
+pub mod report;
 pub mod reprint;
 pub mod reverify;
 pub mod send;

@@ -63,16 +63,7 @@ fn print_now(
         columns,
         time::now_secs(),
     );
-    let bytes = receipt::escpos(&lines, columns);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(async {
-        tokio::time::timeout(crate::sinks::printer::TIME_LIMIT, printer.send(bytes))
-            .await
-            .map_err(|_| "the printer did not take the receipt in time".to_string())?
-    })
+    printer.send_now(receipt::escpos(&lines, columns))
 }
 
 /// Queues the receipt for the running daemon's printer and waits for the result.

@@ -32,6 +32,7 @@ pub enum CommandId {
     Reverify,
     Check,
     PrintTest,
+    Report,
 }
 
 /// A subcommand and its flags.
@@ -189,12 +190,64 @@ pub const OUTPUT_ATTEMPTS: Flag = flag(
     Some("60"),
     "delivery attempts per output before it is marked failed (backoff 1 s doubling to 60 s)",
 );
+/// One retention for the daemon that prunes and the report that must not look past it.
+const KEEP_DAYS_DEFAULT: &str = "90";
 pub const KEEP_DAYS: Flag = flag(
     "keep-days",
     "DAYS",
-    Some("90"),
+    Some(KEEP_DAYS_DEFAULT),
     "prune message bodies, delivered outputs and rejects older than this (0: keep all); \
      coupon state and pending work are never pruned",
+);
+pub const POI_NAMES: Flag = flag(
+    "poi-names",
+    "ID=NAME,...",
+    None,
+    "store names for Douyin poi ids, such as 7001=望京店,7002=国贸店 (receipts and the \
+     end-of-day report; else the id)",
+);
+
+// The end-of-day report (SPEC §15).
+pub const DAY_STARTS: Flag = flag(
+    "day-starts",
+    "HH:MM",
+    Some("00:00"),
+    "local time the business day starts; it ends at the same time the next day (a shop \
+     open past midnight counts its night with the evening before, e.g. 04:00)",
+);
+pub const REPORT_AT: Flag = flag(
+    "report-at",
+    "HH:MM",
+    None,
+    "print the end-of-day report (日结单) of the business day in progress at this local \
+     time every day, once, even across restarts and a printer that was off (needs --printer)",
+);
+/// `report`'s word for the daemon's retention: a day before it is refused.
+pub const REPORT_KEEP_DAYS: Flag = flag(
+    "keep-days",
+    "DAYS",
+    Some(KEEP_DAYS_DEFAULT),
+    "the daemon's --keep-days: a day older than that is refused, its messages may be \
+     pruned (0: keep all)",
+);
+pub const DATE: Flag = flag(
+    "date",
+    "YYYY-MM-DD",
+    None,
+    "the business day to report [default: the one in progress]",
+);
+pub const JSON: Flag = flag(
+    "json",
+    "",
+    None,
+    "print the report as one JSON object (for scripts) instead of text",
+);
+pub const PRINT: Flag = flag(
+    "print",
+    "",
+    None,
+    "also print it as a receipt: through the running daemon when one runs on the \
+     database, else straight to --printer",
 );
 
 // Catch-up (SPEC §11).
@@ -342,6 +395,9 @@ const SERVE_FLAGS: &[&Flag] = &[
     &PRINT_ACTIONS,
     &OUTPUT_ATTEMPTS,
     &KEEP_DAYS,
+    &POI_NAMES,
+    &DAY_STARTS,
+    &REPORT_AT,
     &CATCHUP_ACCOUNT_ID,
     &POI_ID,
     &RECONCILE_EVERY,
@@ -385,6 +441,29 @@ pub const PRINT_TEST: Command = Command {
     flags: &[
         &CONFIG,
         &DB,
+        &PRINTER,
+        &PAPER_WIDTH,
+        &STORE_NAME,
+        &PRINTER_STATUS,
+        &SERIAL_BAUD,
+    ],
+};
+
+pub const REPORT: Command = Command {
+    id: CommandId::Report,
+    name: "report",
+    about: "The end-of-day report (日结单) of a business day: verifies, cancels, refunds, \
+            amounts, deals and stores, as text or JSON, or printed",
+    positional: None,
+    flags: &[
+        &CONFIG,
+        &EXISTING_DB,
+        &DATE,
+        &JSON,
+        &PRINT,
+        &DAY_STARTS,
+        &POI_NAMES,
+        &REPORT_KEEP_DAYS,
         &PRINTER,
         &PAPER_WIDTH,
         &STORE_NAME,
@@ -458,6 +537,7 @@ pub const COMMANDS: &[&Command] = &[
     &STATUS,
     &SEND,
     &PRINT_TEST,
+    &REPORT,
     &REPRINT,
     &REVERIFY,
 ];

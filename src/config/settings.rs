@@ -19,6 +19,7 @@ use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
 use crate::sinks::{Outputs, Receipts};
 use crate::sources::mqtt::Subscriber;
+use crate::time::{Date, TimeOfDay};
 use crate::url::Url;
 
 /// `coupond serve`, validated.
@@ -180,6 +181,62 @@ impl PrintTestConfig {
             receipts,
         })
     }
+}
+
+/// `coupond report`, validated.
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    pub db: PathBuf,
+    /// `None`: the business day in progress.
+    pub date: Option<Date>,
+    pub json: bool,
+    pub print: bool,
+    pub day_starts: TimeOfDay,
+    pub poi_names: Vec<(String, String)>,
+    /// `None`: everything is kept.
+    pub keep_days: Option<u32>,
+    pub receipts: Receipts,
+}
+
+impl ReportConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let print = args.optional(&f::PRINT, parse_on_off)?.unwrap_or(false);
+        let receipts = receipts(args)?;
+        if print && receipts.printer.is_none() {
+            return Err(ConfigError(
+                "--print needs --printer (or COUPOND_PRINTER in the settings file)".into(),
+            ));
+        }
+        Ok(ReportConfig {
+            db: db(args)?,
+            date: args.optional(&f::DATE, Date::parse)?,
+            json: args.optional(&f::JSON, parse_on_off)?.unwrap_or(false),
+            print,
+            day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
+            poi_names: args
+                .optional(&f::POI_NAMES, parse_poi_names)?
+                .unwrap_or_default(),
+            keep_days: Some(args.value(&f::REPORT_KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
+            receipts,
+        })
+    }
+}
+
+/// `ID=NAME,ID=NAME`: a name for each Douyin store id.
+pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, name) = pair
+            .split_once('=')
+            .map(|(i, n)| (i.trim(), n.trim()))
+            .filter(|(i, n)| !i.is_empty() && !n.is_empty())
+            .ok_or_else(|| format!("{pair:?} is not ID=NAME, such as 7001=望京店"))?;
+        if names.iter().any(|(i, _)| i == id) {
+            return Err(format!("poi id {id} is named twice"));
+        }
+        names.push((id.to_string(), name.to_string()));
+    }
+    Ok(names)
 }
 
 /// The printer settings, shared by `serve` and `print-test`.

@@ -16,6 +16,7 @@
 //! The schema version is `PRAGMA user_version`; [`MIGRATIONS`] are numbered and
 //! forward-only. A database newer than this binary is refused, never downgraded.
 
+mod day;
 mod ingest;
 mod outputs;
 mod report;
@@ -27,6 +28,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::model::{LinkName, LinkStatus, Source};
 use crate::time;
+pub use day::{DayReport, DayTally, Group};
 use ingest::cap_header;
 pub use ingest::rejected_digest;
 pub use report::{CatchupRow, CertificateRow, CounterRow, Link, Summary};

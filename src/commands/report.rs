@@ -1,0 +1,179 @@
+//! `coupond report`: the end-of-day report (日结单, SPEC §15) of one business day, as
+//! text, as JSON for headquarters' scripts, or printed.
+//!
+//! The day runs from `--day-starts` on `--date` to the same local time the next day;
+//! the numbers are the store's ([`Store::day_report`]), the layout the receipt's
+//! ([`receipt::day_lines`]): the text is the receipt as 80 mm paper shows it, so what
+//! the owner reads at the terminal is what the printer gives.
+
+use crate::config::ReportConfig;
+use crate::sinks::receipt;
+use crate::store::{DayReport, Group, Store};
+use crate::time::{self, Date, TimeOfDay};
+
+/// Columns of the text report: 80 mm paper's.
+const TEXT_COLUMNS: usize = 48;
+
+pub fn run(cfg: &ReportConfig) -> Result<(), String> {
+    let now = time::now_secs();
+    let date = pick_date(cfg.date, cfg.day_starts, cfg.keep_days, now)?;
+    let (from, to) = time::business_day(date, cfg.day_starts).ok_or_else(|| {
+        format!(
+            "the C library cannot place {date} {} in local time",
+            cfg.day_starts
+        )
+    })?;
+    let store = Store::open_existing(&cfg.db, true)?;
+    let report = store
+        .day_report(date, from, to)
+        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
+    drop(store);
+    if cfg.json {
+        println!("{}", json(&report, &cfg.poi_names));
+    } else {
+        let lines = receipt::day_lines(
+            &report,
+            &cfg.poi_names,
+            cfg.receipts.store_name.as_deref(),
+            now,
+        );
+        for line in receipt::render_text(&lines, TEXT_COLUMNS) {
+            println!("{}", line.trim_end());
+        }
+    }
+    if cfg.print {
+        print(cfg, &report)?;
+    }
+    Ok(())
+}
+
+/// The day to report: `--date`, else the business day in progress. A day from before
+/// the retention is refused (its messages may be pruned: a report must never be quietly
+/// short), and so is a day that has not begun.
+pub fn pick_date(
+    date: Option<Date>,
+    starts: TimeOfDay,
+    keep_days: Option<u32>,
+    now: i64,
+) -> Result<Date, String> {
+    let today = time::business_date_at(now, starts)
+        .ok_or("the C library cannot tell the local date; is the clock set?")?;
+    let Some(date) = date else {
+        return Ok(today);
+    };
+    if date > today {
+        return Err(format!(
+            "{date} has not begun yet: the business day in progress is {today}"
+        ));
+    }
+    if let Some(days) = keep_days {
+        let (from, _) = time::business_day(date, starts)
+            .ok_or_else(|| format!("the C library cannot place {date} in local time"))?;
+        if from < now - i64::from(days) * 86_400 {
+            return Err(format!(
+                "{date} is older than --keep-days {days}: its messages may have been pruned, \
+                 so its report would be short (the oldest day kept whole is {})",
+                Date::from_days(today.days() - i64::from(days) + 1)
+            ));
+        }
+    }
+    Ok(date)
+}
+
+#[derive(serde::Serialize)]
+struct Json<'a> {
+    date: String,
+    from: String,
+    to: String,
+    verify: i64,
+    verify_cancel: i64,
+    refund_success: i64,
+    net: i64,
+    pay_amount: i64,
+    original_amount: i64,
+    without_amount: i64,
+    recovered: i64,
+    rejected: i64,
+    failed_outputs: i64,
+    deals: Vec<Deal<'a>>,
+    stores: Vec<StoreJson<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Deal<'a> {
+    title: Option<&'a str>,
+    count: i64,
+    pay_amount: Option<i64>,
+}
+
+#[derive(serde::Serialize)]
+struct StoreJson<'a> {
+    poi_id: Option<&'a str>,
+    name: Option<&'a str>,
+    count: i64,
+    pay_amount: Option<i64>,
+}
+
+/// The report as one JSON object, with SPEC §15's field names; amounts in fen, times
+/// RFC 3339 with the box's offset. A deal or store whose coupons have no known amount
+/// has `pay_amount` null; `title` / `poi_id` null gathers the coupons without details.
+pub fn json(r: &DayReport, poi_names: &[(String, String)]) -> String {
+    let t = &r.tally;
+    let name = |g: &Group| {
+        let id = g.key.as_deref()?;
+        poi_names
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, n)| n.as_str())
+    };
+    let doc = Json {
+        date: r.date.to_string(),
+        from: time::rfc3339_local(r.from),
+        to: time::rfc3339_local(r.to),
+        verify: t.verify,
+        verify_cancel: t.verify_cancel,
+        refund_success: t.refund_success,
+        net: t.net(),
+        pay_amount: t.pay_amount,
+        original_amount: t.original_amount,
+        without_amount: t.without_amount,
+        recovered: t.recovered,
+        rejected: t.rejected,
+        failed_outputs: t.failed_outputs,
+        deals: t
+            .deals
+            .iter()
+            .map(|g| Deal {
+                title: g.key.as_deref(),
+                count: g.count,
+                pay_amount: g.pay_amount,
+            })
+            .collect(),
+        stores: t
+            .stores
+            .iter()
+            .map(|g| StoreJson {
+                poi_id: g.key.as_deref(),
+                name: name(g),
+                count: g.count,
+                pay_amount: g.pay_amount,
+            })
+            .collect(),
+    };
+    serde_json::to_string(&doc).expect("plain data serializes")
+}
+
+/// Prints the report's receipt.
+fn print(cfg: &ReportConfig, report: &DayReport) -> Result<(), String> {
+    let printer = cfg.receipts.printer().ok_or("--print needs --printer")?;
+    let columns = cfg.receipts.paper_columns;
+    let lines = receipt::day_lines(
+        report,
+        &cfg.poi_names,
+        cfg.receipts.store_name.as_deref(),
+        time::now_secs(),
+    );
+    printer.send_now(receipt::escpos(&lines, columns))?;
+    eprintln!("printed the report of {} on {}", report.date, printer.dest);
+    Ok(())
+}
