@@ -3,16 +3,13 @@
 //!
 //! The day runs from `--day-starts` on `--date` to the same local time the next day;
 //! the numbers are the store's ([`Store::day_report`]), the layout the receipt's
-//! ([`receipt::day_lines`]): the text is the receipt as 80 mm paper shows it, so what
-//! the owner reads at the terminal is what the printer gives.
+//! ([`receipt::day_lines`]): the text is the receipt as `--paper-width` paper shows it,
+//! so what the owner reads at the terminal is what the printer gives.
 
 use crate::config::ReportConfig;
 use crate::sinks::receipt;
 use crate::store::{DayReport, Group, Store};
 use crate::time::{self, Date, TimeOfDay};
-
-/// Columns of the text report: 80 mm paper's.
-const TEXT_COLUMNS: usize = 48;
 
 pub fn run(cfg: &ReportConfig) -> Result<(), String> {
     let now = time::now_secs();
@@ -37,7 +34,7 @@ pub fn run(cfg: &ReportConfig) -> Result<(), String> {
             cfg.receipts.store_name.as_deref(),
             now,
         );
-        for line in receipt::render_text(&lines, TEXT_COLUMNS) {
+        for line in receipt::render_text(&lines, cfg.receipts.paper_columns) {
             println!("{}", line.trim_end());
         }
     }

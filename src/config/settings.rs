@@ -43,6 +43,11 @@ pub struct ServeConfig {
     pub catchup: Option<CatchupConfig>,
     /// `--mqtt-source`.
     pub mqtt_source: Option<Subscriber>,
+    /// The end-of-day report (SPEC §15): when business days start, and the local time
+    /// to print it each day (`--report-at`, only with a printer).
+    pub day_starts: TimeOfDay,
+    pub report_at: Option<TimeOfDay>,
+    pub poi_names: Vec<(String, String)>,
 }
 
 /// Catch-up's settings, validated. The token is asked for the first `--client-key`
@@ -131,6 +136,13 @@ impl ServeConfig {
             }),
             None => None,
         };
+        let receipts = receipts(args)?;
+        let report_at = args.optional(&f::REPORT_AT, TimeOfDay::parse)?;
+        if report_at.is_some() && receipts.printer.is_none() {
+            return Err(ConfigError(
+                "--report-at prints the end-of-day report: set --printer too".into(),
+            ));
+        }
         if listen.is_none() && mqtt_source.is_none() {
             return Err(ConfigError(
                 "--listen off leaves no way in: set --mqtt-source, or a --listen address".into(),
@@ -147,7 +159,7 @@ impl ServeConfig {
             max_body: args.value(&f::MAX_BODY, parse_size)?,
             log_level: args.value(&f::LOG_LEVEL, parse_log_level)?,
             outputs: Outputs {
-                receipts: receipts(args)?,
+                receipts,
                 display: display_listen.is_some(),
                 exec: args.optional(&f::EXEC, parse_command)?,
                 exec_timeout: Duration::from_secs(args.value(&f::EXEC_TIMEOUT, parse_positive)?),
@@ -159,6 +171,11 @@ impl ServeConfig {
             keep_days: Some(args.value(&f::KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
             catchup: CatchupConfig::from_args(args)?,
             mqtt_source,
+            day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
+            report_at,
+            poi_names: args
+                .optional(&f::POI_NAMES, parse_poi_names)?
+                .unwrap_or_default(),
         })
     }
 }
