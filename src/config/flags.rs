@@ -690,11 +690,13 @@ fn known_names() -> Vec<String> {
 /// The environment variable that may hold the client secret (never a flag).
 pub const SECRET_VARIABLE: &str = "COUPOND_CLIENT_SECRET";
 
-/// The known name closest to `name` (fewest single-character edits).
+/// The known name closest to `name` (fewest single-character edits; between two as
+/// close, the longer: a dropped letter is the commonest typo, so `COUPOND_PRINTR` is
+/// `COUPOND_PRINTER`, not `report`'s `COUPOND_PRINT`).
 pub fn closest_name(name: &str) -> String {
     known_names()
         .into_iter()
-        .min_by_key(|k| edit_distance(name, k))
+        .min_by_key(|k| (edit_distance(name, k), std::cmp::Reverse(k.len())))
         .unwrap_or_default()
 }
 
