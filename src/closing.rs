@@ -13,7 +13,15 @@
 //! the day it marks, and never given up: a printer that is off at report time prints it
 //! once when it is back.
 
+use std::time::Duration;
+
+use crate::shutdown::{self, Stop};
 use crate::time::{self, Date, TimeOfDay};
+use crate::writer::Writer;
+
+/// The longest sleep between two looks at the clock: a clock set late (NTP after a
+/// boot in 1970) or moved is noticed within this, and the report is at most this late.
+const MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// When to print, and what a business day is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +30,60 @@ pub struct Schedule {
     pub at: TimeOfDay,
     /// `--day-starts`.
     pub day_starts: TimeOfDay,
+}
+
+/// Runs `--report-at` until the stop is given: at start (a report time missed while
+/// the daemon was down), then at each report time, queues the day that is due.
+pub async fn run(writer: Writer, schedule: Schedule, mut stop: Stop) {
+    let mut told_clock = false;
+    loop {
+        let now = time::now_secs();
+        let wait = if now < time::build_time() {
+            if !std::mem::replace(&mut told_clock, true) {
+                log::warn!(
+                    "report: waiting for a sane clock (it says {}, before this build); is NTP running?",
+                    time::rfc3339_millis(now * 1000)
+                );
+            }
+            MAX_WAIT
+        } else {
+            if queue_due(&writer, schedule, now).await.is_err() {
+                return;
+            }
+            let next = next_time(now, schedule.at).unwrap_or(now + MAX_WAIT.as_secs() as i64);
+            Duration::from_secs((next - now).max(1) as u64).min(MAX_WAIT)
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Queues the report that is due at `now`, if any; `Err` only when the writer stopped.
+async fn queue_due(writer: &Writer, s: Schedule, now: i64) -> Result<(), crate::writer::Closed> {
+    let queued = writer
+        .call(move |store| -> Result<Option<Date>, String> {
+            let (since, last) = store.report_schedule().map_err(|e| e.to_string())?;
+            let Some(day) = due(now, s, last, &since) else {
+                return Ok(None);
+            };
+            let window = time::business_day(day, s.day_starts)
+                .ok_or_else(|| format!("cannot place {day} {} in local time", s.day_starts))?;
+            let id = store
+                .queue_report(day, window, true)
+                .map_err(|e| e.to_string())?;
+            Ok(id.map(|_| day))
+        })
+        .await?;
+    match queued {
+        Ok(Some(day)) => {
+            log::info!("report: queued the end-of-day report of {day} for the printer")
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("report: cannot queue the end-of-day report: {e}"),
+    }
+    Ok(())
 }
 
 /// The latest instant at or before `now` when the box's clock showed `at`.
@@ -49,10 +111,11 @@ pub fn next_time(now: i64, at: TimeOfDay) -> Option<i64> {
 
 /// The business day whose report is due at `now`, if any: the day in progress at the
 /// latest report time, unless `last_day` (the last one queued) is that day or later, or
-/// the database was made after that time (`since`, Unix seconds).
-pub fn due(now: i64, s: Schedule, last_day: Option<Date>, since: i64) -> Option<Date> {
+/// the database was made after that time (`since`, RFC 3339 UTC as the store keeps it).
+pub fn due(now: i64, s: Schedule, last_day: Option<Date>, since: &str) -> Option<Date> {
     let at = last_time(now, s.at)?;
-    if at < since {
+    // The same text format on both sides: they compare as the instants do.
+    if time::rfc3339_millis(at * 1000).as_str() < since {
         return None;
     }
     let day = time::business_date_at(at, s.day_starts)?;

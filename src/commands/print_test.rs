@@ -4,13 +4,16 @@
 //! Two writers must never interleave on one printer, so when a daemon runs on the same
 //! database (it holds the [`DaemonLock`]) the receipt goes through its outbox as a
 //! `printer` job and this command waits to see it printed; otherwise it prints straight
-//! to the printer. Either way it is recorded as an output job about no message (`Task::PrintTest`).
+//! to the printer. Either way it is recorded as an output job about no message
+//! (`Task::PrintTest`). [`print_sheet`] does the same for `coupond report --print`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::commands::serve::DaemonLock;
 use crate::config::PrintTestConfig;
 use crate::model::{Attempt, AttemptOutcome, OutputState, SinkKind, Task};
+use crate::sinks::printer::Printer;
 use crate::sinks::receipt;
 use crate::store::Store;
 use crate::time;
@@ -24,63 +27,90 @@ pub fn run(cfg: &PrintTestConfig) -> Result<(), String> {
         .receipts
         .printer()
         .ok_or("'coupond print-test' needs --printer")?;
-    if cfg.db.exists() {
-        if let Some(lock) = DaemonLock::take(&cfg.db)? {
-            let mut store = Store::open_existing(&cfg.db, false)?;
-            let id = store
-                .queue_task(Task::PrintTest, SinkKind::Printer)
-                .map_err(|e| format!("cannot record the print test: {e}"))?;
-            let result = print_now(cfg, &printer);
-            let outcome = match &result {
-                Ok(()) => AttemptOutcome::Done,
-                Err(e) => AttemptOutcome::GiveUp(e.clone()),
-            };
-            store
-                .finish_jobs(&[Attempt { id, outcome }])
-                .map_err(|e| format!("printed, but cannot record it: {e}"))?;
-            drop(store);
-            drop(lock);
-            return result.map(|()| println!("printed a test receipt on {}", printer.dest));
-        }
-        return through_daemon(cfg);
-    }
-    print_now(cfg, &printer)?;
-    println!(
-        "printed a test receipt on {} (not recorded: no database at {} yet)",
-        printer.dest,
-        cfg.db.display()
-    );
-    Ok(())
-}
-
-fn print_now(
-    cfg: &PrintTestConfig,
-    printer: &crate::sinks::printer::Printer,
-) -> Result<(), String> {
     let columns = cfg.receipts.paper_columns;
     let lines = receipt::test_lines(
         cfg.receipts.store_name.as_deref(),
         columns,
         time::now_secs(),
     );
-    printer.send_now(receipt::escpos(&lines, columns))
+    let sheet = Sheet {
+        what: "a test receipt",
+        bytes: receipt::escpos(&lines, columns),
+        queue: &|store| store.queue_task(Task::PrintTest, SinkKind::Printer),
+        say: say_out,
+    };
+    print_sheet(&cfg.db, &printer, sheet)
 }
 
-/// Queues the receipt for the running daemon's printer and waits for the result.
-fn through_daemon(cfg: &PrintTestConfig) -> Result<(), String> {
-    let mut store = Store::open_existing(&cfg.db, false)?;
-    let id = store
-        .queue_task(Task::PrintTest, SinkKind::Printer)
-        .map_err(|e| format!("cannot queue the print test: {e}"))?;
-    println!(
-        "a coupond daemon runs on {}: queued the test receipt for its printer",
-        cfg.db.display()
-    );
+/// A printed sheet about no coupon, and how to queue it as an output job.
+pub struct Sheet<'a> {
+    /// For the lines this prints: "a test receipt".
+    pub what: &'a str,
+    /// What to print when no daemon runs.
+    pub bytes: Vec<u8>,
+    /// Queues its job; returns the job's id.
+    pub queue: &'a dyn Fn(&mut Store) -> rusqlite::Result<i64>,
+    /// Where to say what happened: standard output, or standard error when standard
+    /// output is for something else (`report --json`).
+    pub say: fn(&str),
+}
+
+/// A line for [`Sheet::say`] on standard output.
+pub fn say_out(line: &str) {
+    println!("{line}");
+}
+
+/// A line for [`Sheet::say`] on standard error.
+pub fn say_err(line: &str) {
+    eprintln!("{line}");
+}
+
+/// Prints `sheet`: through the running daemon's outbox when one runs on `db` (and waits
+/// to see it printed), else straight to `printer`, recorded as a job done or failed
+/// (not recorded when there is no database yet).
+pub fn print_sheet(db: &Path, printer: &Printer, sheet: Sheet) -> Result<(), String> {
+    let (what, say) = (sheet.what, sheet.say);
+    if !db.exists() {
+        printer.send_now(sheet.bytes)?;
+        say(&format!(
+            "printed {what} on {} (not recorded: no database at {} yet)",
+            printer.dest,
+            db.display()
+        ));
+        return Ok(());
+    }
+    let Some(lock) = DaemonLock::take(db)? else {
+        return through_daemon(db, sheet);
+    };
+    let mut store = Store::open_existing(db, false)?;
+    let id = (sheet.queue)(&mut store).map_err(|e| format!("cannot record {what}: {e}"))?;
+    let result = printer.send_now(sheet.bytes);
+    let outcome = match &result {
+        Ok(()) => AttemptOutcome::Done,
+        Err(e) => AttemptOutcome::GiveUp(e.clone()),
+    };
+    store
+        .finish_jobs(&[Attempt { id, outcome }])
+        .map_err(|e| format!("printed, but cannot record it: {e}"))?;
+    drop(store);
+    drop(lock);
+    result.map(|()| say(&format!("printed {what} on {}", printer.dest)))
+}
+
+/// Queues the sheet for the running daemon's printer and waits for the result.
+fn through_daemon(db: &Path, sheet: Sheet) -> Result<(), String> {
+    let (what, say) = (sheet.what, sheet.say);
+    let mut store = Store::open_existing(db, false)?;
+    let id = (sheet.queue)(&mut store).map_err(|e| format!("cannot queue {what}: {e}"))?;
+    say(&format!(
+        "a coupond daemon runs on {}: queued {what} for its printer",
+        db.display()
+    ));
     let deadline = Instant::now() + WAIT;
     loop {
         match store.output_state(id).map_err(|e| e.to_string())? {
             Some((OutputState::Done, _)) => {
-                println!("printed by the running daemon");
+                say("printed by the running daemon");
                 return Ok(());
             }
             Some((OutputState::Failed, err)) => {
@@ -88,11 +118,11 @@ fn through_daemon(cfg: &PrintTestConfig) -> Result<(), String> {
             }
             Some((_, err)) if Instant::now() >= deadline => {
                 return Err(format!(
-                    "not printed within {WAIT:?} (is --printer set for the daemon? journalctl -u coupond){}",
+                    "not printed within {WAIT:?}; it stays queued (is --printer set for the daemon? journalctl -u coupond){}",
                     err.map(|e| format!("; last error: {e}")).unwrap_or_default()
                 ))
             }
-            None => return Err("the print test's job disappeared".into()),
+            None => return Err(format!("the job for {what} disappeared")),
             Some(_) => std::thread::sleep(Duration::from_millis(200)),
         }
     }

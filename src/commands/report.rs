@@ -6,9 +6,11 @@
 //! ([`receipt::day_lines`]): the text is the receipt as `--paper-width` paper shows it,
 //! so what the owner reads at the terminal is what the printer gives.
 
+use crate::commands::print_test::{print_sheet, say_err, say_out, Sheet};
 use crate::config::ReportConfig;
+use crate::model::{DayReport, Group};
 use crate::sinks::receipt;
-use crate::store::{DayReport, Group, Store};
+use crate::store::Store;
 use crate::time::{self, Date, TimeOfDay};
 
 pub fn run(cfg: &ReportConfig) -> Result<(), String> {
@@ -26,11 +28,11 @@ pub fn run(cfg: &ReportConfig) -> Result<(), String> {
         .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
     drop(store);
     if cfg.json {
-        println!("{}", json(&report, &cfg.poi_names));
+        println!("{}", json(&report, &cfg.receipts.poi_names));
     } else {
         let lines = receipt::day_lines(
             &report,
-            &cfg.poi_names,
+            &cfg.receipts.poi_names,
             cfg.receipts.store_name.as_deref(),
             now,
         );
@@ -160,17 +162,29 @@ pub fn json(r: &DayReport, poi_names: &[(String, String)]) -> String {
     serde_json::to_string(&doc).expect("plain data serializes")
 }
 
-/// Prints the report's receipt.
+/// Prints the report's receipt: through the running daemon's printer queue when one
+/// runs (it counts the day again when it prints, with its own settings), else straight
+/// to `--printer`.
 fn print(cfg: &ReportConfig, report: &DayReport) -> Result<(), String> {
     let printer = cfg.receipts.printer().ok_or("--print needs --printer")?;
     let columns = cfg.receipts.paper_columns;
     let lines = receipt::day_lines(
         report,
-        &cfg.poi_names,
+        &cfg.receipts.poi_names,
         cfg.receipts.store_name.as_deref(),
         time::now_secs(),
     );
-    printer.send_now(receipt::escpos(&lines, columns))?;
-    eprintln!("printed the report of {} on {}", report.date, printer.dest);
-    Ok(())
+    let what = format!("the end-of-day report of {}", report.date);
+    let window = (report.from, report.to);
+    let sheet = Sheet {
+        what: &what,
+        bytes: receipt::escpos(&lines, columns),
+        // Queued whatever was printed before: only the schedule prints a day once.
+        queue: &|store| {
+            let id = store.queue_report(report.date, window, false)?;
+            id.ok_or(rusqlite::Error::QueryReturnedNoRows)
+        },
+        say: if cfg.json { say_err } else { say_out },
+    };
+    print_sheet(&cfg.db, &printer, sheet)
 }

@@ -47,7 +47,6 @@ pub struct ServeConfig {
     /// to print it each day (`--report-at`, only with a printer).
     pub day_starts: TimeOfDay,
     pub report_at: Option<TimeOfDay>,
-    pub poi_names: Vec<(String, String)>,
 }
 
 /// Catch-up's settings, validated. The token is asked for the first `--client-key`
@@ -136,7 +135,8 @@ impl ServeConfig {
             }),
             None => None,
         };
-        let receipts = receipts(args)?;
+        let mut receipts = receipts(args)?;
+        receipts.poi_names = poi_names(args)?;
         let report_at = args.optional(&f::REPORT_AT, TimeOfDay::parse)?;
         if report_at.is_some() && receipts.printer.is_none() {
             return Err(ConfigError(
@@ -173,9 +173,6 @@ impl ServeConfig {
             mqtt_source,
             day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
             report_at,
-            poi_names: args
-                .optional(&f::POI_NAMES, parse_poi_names)?
-                .unwrap_or_default(),
         })
     }
 }
@@ -209,7 +206,6 @@ pub struct ReportConfig {
     pub json: bool,
     pub print: bool,
     pub day_starts: TimeOfDay,
-    pub poi_names: Vec<(String, String)>,
     /// `None`: everything is kept.
     pub keep_days: Option<u32>,
     pub receipts: Receipts,
@@ -218,7 +214,8 @@ pub struct ReportConfig {
 impl ReportConfig {
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         let print = args.optional(&f::PRINT, parse_on_off)?.unwrap_or(false);
-        let receipts = receipts(args)?;
+        let mut receipts = receipts(args)?;
+        receipts.poi_names = poi_names(args)?;
         if print && receipts.printer.is_none() {
             return Err(ConfigError(
                 "--print needs --printer (or COUPOND_PRINTER in the settings file)".into(),
@@ -230,13 +227,16 @@ impl ReportConfig {
             json: args.optional(&f::JSON, parse_on_off)?.unwrap_or(false),
             print,
             day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
-            poi_names: args
-                .optional(&f::POI_NAMES, parse_poi_names)?
-                .unwrap_or_default(),
             keep_days: Some(args.value(&f::REPORT_KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
             receipts,
         })
     }
+}
+
+fn poi_names(args: &Args) -> Result<Vec<(String, String)>, ConfigError> {
+    Ok(args
+        .optional(&f::POI_NAMES, parse_poi_names)?
+        .unwrap_or_default())
 }
 
 /// `ID=NAME,ID=NAME`: a name for each Douyin store id.
@@ -264,6 +264,7 @@ fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
         store_name: args.text(&f::STORE_NAME).filter(|s| !s.trim().is_empty()),
         printer_status: args.value(&f::PRINTER_STATUS, PrinterStatus::parse)?,
         serial_baud: args.optional(&f::SERIAL_BAUD, parse_baud)?,
+        poi_names: Vec::new(),
     })
 }
 

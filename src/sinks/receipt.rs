@@ -12,10 +12,9 @@
 //! with `…`. The only commands on the paper are the ones [`escpos`] writes.
 
 use crate::coupon::Action;
-use crate::model::JobEvent;
+use crate::model::{DayReport, Group, JobEvent};
 use crate::sanitize::{self, RECEIPT_FIELD};
 use crate::sinks::mask_code;
-use crate::store::{DayReport, Group};
 use crate::time;
 
 /// What a receipt line is, before it becomes bytes.

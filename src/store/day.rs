@@ -16,60 +16,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::{Result, Store};
 use crate::coupon::Action;
-
-/// A business day's report: which day, its window and its numbers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DayReport {
-    pub date: crate::time::Date,
-    /// `[from, to)`, Unix seconds: `--day-starts` on `date` to the same time the next day.
-    pub from: i64,
-    pub to: i64,
-    pub tally: DayTally,
-}
-
-/// The numbers of one business day, `[from, to)` in Unix seconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DayTally {
-    /// Applied verifies (核销).
-    pub verify: i64,
-    /// Applied cancels (撤销), whichever day their verify was.
-    pub verify_cancel: i64,
-    /// Applied refunds (退款).
-    pub refund_success: i64,
-    /// Fen: the known `pay_amount` of the verifies minus that of the cancels.
-    pub pay_amount: i64,
-    /// Fen: the same with `original_amount`.
-    pub original_amount: i64,
-    /// Verifies and cancels whose coupon has no known `pay_amount`.
-    pub without_amount: i64,
-    /// One entry per deal title (`None`: coupons without details), largest count first.
-    pub deals: Vec<Group>,
-    /// One entry per store (`poi_id`; `None`: coupons without details), largest first.
-    pub stores: Vec<Group>,
-    /// Applied messages recovered by catch-up (补录).
-    pub recovered: i64,
-    /// Requests rejected in the window: rows first received in it, with their repeats.
-    pub rejected: i64,
-    /// Output jobs made in the window that failed for good.
-    pub failed_outputs: i64,
-}
-
-impl DayTally {
-    /// Verifies minus cancels.
-    pub fn net(&self) -> i64 {
-        self.verify - self.verify_cancel
-    }
-}
-
-/// A deal's or a store's share of the day.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    pub key: Option<String>,
-    /// Verifies minus cancels.
-    pub count: i64,
-    /// Fen, of the coupons with a known amount; `None` when none of them has one.
-    pub pay_amount: Option<i64>,
-}
+use crate::model::{DayReport, DayTally, Group, SinkKind, Task};
+use crate::time::Date;
 
 /// One applied, counted message with what is known of its coupon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +31,70 @@ pub struct Counted {
 }
 
 impl Store {
+    /// Queues the report of business day `date`, `[from, to)`, for the printer and
+    /// returns its output job. `scheduled` (`--report-at`) marks the day as the last
+    /// one queued, in the same transaction, and queues nothing if it (or a later day)
+    /// already was: a day is printed once however often this is asked.
+    pub fn queue_report(
+        &mut self,
+        date: Date,
+        (from, to): (i64, i64),
+        scheduled: bool,
+    ) -> Result<Option<i64>> {
+        let tx = self.conn.transaction()?;
+        if scheduled {
+            let last: Option<String> =
+                tx.query_row("SELECT last_day FROM report_schedule", [], |r| r.get(0))?;
+            if last.is_some_and(|last| last >= date.to_string()) {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE report_schedule SET last_day = ?1",
+                [date.to_string()],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO outputs (work, sink, created_at) VALUES (?1, ?2, ?3)",
+            params![Task::Report, SinkKind::Printer, crate::time::now_rfc3339()],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.execute(
+            "INSERT INTO report_jobs (output_id, day, day_from, day_to) VALUES (?1, ?2, ?3, ?4)",
+            params![id, date.to_string(), from, to],
+        )?;
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    /// `--report-at`'s memory: since when the database has been there (RFC 3339), and
+    /// the last business day whose report was queued.
+    pub fn report_schedule(&self) -> Result<(String, Option<Date>)> {
+        self.conn
+            .query_row("SELECT since, last_day FROM report_schedule", [], |r| {
+                let last: Option<String> = r.get(1)?;
+                Ok((r.get(0)?, last.and_then(|d| Date::parse(&d).ok())))
+            })
+    }
+
+    /// The report output job `id` prints, with the numbers as they are now; `None` if
+    /// the job has no day.
+    pub fn report_job(&self, id: i64) -> Result<Option<DayReport>> {
+        let day = self
+            .conn
+            .prepare_cached("SELECT day, day_from, day_to FROM report_jobs WHERE output_id = ?1")?
+            .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((day, from, to)) = day else {
+            return Ok(None);
+        };
+        let Ok(date) = Date::parse(&day) else {
+            return Ok(None);
+        };
+        self.day_report(date, from, to).map(Some)
+    }
+
     /// The report of business day `date`, `[from, to)`.
-    pub fn day_report(&self, date: crate::time::Date, from: i64, to: i64) -> Result<DayReport> {
+    pub fn day_report(&self, date: Date, from: i64, to: i64) -> Result<DayReport> {
         Ok(DayReport {
             date,
             from,

@@ -28,7 +28,6 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use crate::model::{LinkName, LinkStatus, Source};
 use crate::time;
-pub use day::{DayReport, DayTally, Group};
 use ingest::cap_header;
 pub use ingest::rejected_digest;
 pub use report::{CatchupRow, CertificateRow, CounterRow, Link, Summary};

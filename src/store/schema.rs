@@ -207,6 +207,14 @@ CREATE TABLE report_schedule (
     last_day TEXT              -- YYYY-MM-DD
 );
 INSERT INTO report_schedule (id, since) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+-- A report job (`outputs.work` = 'report'): which business day it prints, `[day_from,
+-- day_to)` in Unix seconds as `--day-starts` made it when it was queued.
+CREATE TABLE report_jobs (
+    output_id INTEGER PRIMARY KEY REFERENCES outputs (id) ON DELETE CASCADE,
+    day       TEXT NOT NULL,
+    day_from  INTEGER NOT NULL,
+    day_to    INTEGER NOT NULL
+);
 "#,
 ];
 
