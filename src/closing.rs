@@ -36,6 +36,7 @@ pub struct Schedule {
 /// the daemon was down), then at each report time, queues the day that is due.
 pub async fn run(writer: Writer, schedule: Schedule, mut stop: Stop) {
     let mut told_clock = false;
+    let mut announced = 0;
     loop {
         let now = time::now_secs();
         let wait = if now < time::build_time() {
@@ -51,6 +52,13 @@ pub async fn run(writer: Writer, schedule: Schedule, mut stop: Stop) {
                 return;
             }
             let next = next_time(now, schedule.at).unwrap_or(now + MAX_WAIT.as_secs() as i64);
+            if next != announced {
+                announced = next;
+                log::info!(
+                    "report: the next end-of-day report prints at {}",
+                    time::local_datetime(next)
+                );
+            }
             Duration::from_secs((next - now).max(1) as u64).min(MAX_WAIT)
         };
         tokio::select! {
@@ -157,23 +165,23 @@ mod tests {
             day_starts: at(4, 0),
         };
         let report_time = last_time(now, s.at).unwrap();
-        let day = due(now, s, None, 0).expect("never printed: due");
+        let since = |t: i64| time::rfc3339_millis(t * 1000);
+        let old = since(0);
+        let day = due(now, s, None, &old).expect("never printed: due");
         assert_eq!(Some(day), time::business_date_at(report_time, s.day_starts));
-        assert_eq!(due(now, s, Some(day), 0), None, "queued already");
-        assert_eq!(due(now, s, Some(day.next()), 0), None);
+        assert_eq!(due(now, s, Some(day), &old), None, "queued already");
+        assert_eq!(due(now, s, Some(day.next()), &old), None);
         assert_eq!(
-            due(now, s, Some(day.prev()), 0),
+            due(now, s, Some(day.prev()), &old),
             Some(day),
-            "yesterday's was"
+            "yesterday's"
         );
-        assert_eq!(
-            due(now, s, None, report_time),
-            Some(day),
-            "made at that moment"
-        );
-        assert_eq!(due(now, s, None, report_time + 1), None, "made after it");
+        let then = since(report_time);
+        assert_eq!(due(now, s, None, &then), Some(day), "made at that moment");
+        let after = since(report_time + 1);
+        assert_eq!(due(now, s, None, &after), None, "made after it");
         // A second before the report time, the one before it decides.
-        let before = due(report_time - 1, s, Some(day.prev().prev()), 0);
+        let before = due(report_time - 1, s, Some(day.prev().prev()), &old);
         assert_eq!(before, Some(day.prev()));
     }
 }

@@ -415,3 +415,161 @@ fn the_printed_report_is_a_receipt_headed_rijiedan_that_fits_58_and_80_mm_paper(
         }
     }
 }
+
+/// `HH:MM` in Shanghai of the instant `t`, and that instant's local date.
+fn shanghai_clock(t: i64) -> (String, String) {
+    let local = t + 8 * HOUR;
+    let tod = local.rem_euclid(DAY);
+    let hhmm = format!("{:02}:{:02}", tod / HOUR, tod / 60 % 60);
+    (hhmm, Date::from_days(local.div_euclid(DAY)).to_string())
+}
+
+fn report_jobs(d: &Daemon) -> Vec<(String, i64)> {
+    d.sql()
+        .prepare("SELECT state, attempts FROM outputs WHERE work = 'report' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// A report time that passed while the daemon was down is printed at the next start,
+/// once; the printer is out of paper then, and the report waits for it however many
+/// attempts that takes (`--output-attempts 1` gives a coupon's receipt up at once); a
+/// restart after it printed prints nothing.
+#[test]
+fn a_missed_report_time_prints_once_at_start_waits_for_paper_and_never_again() {
+    let dir = Scratch::new("report-missed");
+    let mut d = Daemon::start(&dir.0);
+    pushed(&d, "verify", now() - 30, "missed-1");
+    pushed(&d, "verify", now() - 30, "missed-2");
+    d.terminate();
+    // The database was there long before today's report time.
+    d.sql()
+        .execute(
+            "UPDATE report_schedule SET since = '2000-01-01T00:00:00.000Z'",
+            [],
+        )
+        .unwrap();
+    let report_time = now() - 120;
+    let (at, day) = shanghai_clock(report_time);
+    let printer = FakePrinter::start(Mode::NoPaper);
+    let opts = Opts::default().env("TZ", SHANGHAI).args(&[
+        "--report-at",
+        &at,
+        "--printer",
+        &printer.dest(),
+        "--printer-status",
+        "on",
+        "--output-attempts",
+        "1",
+    ]);
+    let d = Daemon::start_with(&dir.0, opts.clone());
+    wait_until(
+        "two attempts without paper",
+        Duration::from_secs(30),
+        || {
+            report_jobs(&d)
+                .first()
+                .is_some_and(|(_, attempts)| *attempts >= 2)
+        },
+    );
+    assert_eq!(report_jobs(&d)[0].0, "pending", "never given up");
+    assert!(printer.receipts().is_empty());
+
+    printer.set_mode(Mode::Ready);
+    let receipts = printer.wait_receipts(1, Duration::from_secs(90));
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    let text = receipts[0].text();
+    assert!(
+        text.contains("日结单") && text.contains(&format!("营业日    {day}")),
+        "{text}"
+    );
+    wait_until("the job done", Duration::from_secs(10), || {
+        report_jobs(&d) == [("done".to_string(), report_jobs(&d)[0].1)]
+    });
+    let last: String = query_str(&d.sql(), "SELECT last_day FROM report_schedule");
+    assert_eq!(last, day);
+
+    let mut d = d;
+    d.terminate();
+    let d = Daemon::start_with(&dir.0, opts);
+    assert!(
+        d.wait_log(
+            "the next end-of-day report prints at",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(report_jobs(&d).len(), 1, "printed once");
+    assert_eq!(printer.receipts().len(), 1);
+}
+
+/// `--report-at` a little ahead: the daemon prints at that local time by itself.
+#[test]
+fn the_report_prints_by_itself_at_the_report_time() {
+    let dir = Scratch::new("report-at");
+    let printer = FakePrinter::start(Mode::Ready);
+    // 90 s ahead, so that the minute it names begins 30 to 90 s from now: after the
+    // daemon has started, and soon.
+    let (at, _) = shanghai_clock(now() + 90);
+    let opts = Opts::default().env("TZ", SHANGHAI).args(&[
+        "--report-at",
+        &at,
+        "--printer",
+        &printer.dest(),
+    ]);
+    let d = Daemon::start_with(&dir.0, opts);
+    pushed(&d, "verify", now(), "timed-1");
+    let receipts = printer.wait_receipts(2, Duration::from_secs(150));
+    let reports: Vec<_> = receipts
+        .iter()
+        .filter(|r| r.text().contains("日结单"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{receipts:?}");
+    let report_time = reports[0]
+        .lines
+        .iter()
+        .find(|l| l.starts_with("打印时间"))
+        .unwrap()
+        .clone();
+    assert!(
+        report_time.contains(&format!(" {at}:")),
+        "{report_time} at {at}"
+    );
+    assert_eq!(report_jobs(&d).len(), 1);
+}
+
+/// With the daemon running, `--print` goes through its printer queue (two writers must
+/// not interleave on one printer) and waits to see it printed.
+#[test]
+fn report_print_goes_through_the_running_daemon() {
+    let dir = Scratch::new("report-via-daemon");
+    let printer = FakePrinter::start(Mode::Ready);
+    let d = Daemon::start_with(
+        &dir.0,
+        Opts::default().args(&["--printer", &printer.dest()]),
+    );
+    let at = now() - 30;
+    pushed(&d, "verify", at, "via-1");
+    printer.wait_receipts(1, Duration::from_secs(20));
+    let (_, date) = shanghai_clock(at);
+    let out = report(
+        &d.db,
+        SHANGHAI,
+        &["--date", &date, "--print", "--printer", "tcp://127.0.0.1:9"],
+    );
+    assert!(out.contains("printed by the running daemon"), "{out}");
+    let receipts = printer.wait_receipts(2, Duration::from_secs(20));
+    let text = receipts[1].text();
+    assert!(text.contains("日结单"), "{text}");
+    let verifies = receipts[1]
+        .lines
+        .iter()
+        .find(|l| l.starts_with("核销"))
+        .unwrap();
+    assert!(verifies.ends_with(" 1"), "{text}");
+    assert_eq!(report_jobs(&d), [("done".to_string(), 1)]);
+}

@@ -398,10 +398,6 @@ fn spawn_beside_webhook(
             at,
             day_starts: cfg.day_starts,
         };
-        log::info!(
-            "report: the end-of-day report prints at {at} every day (business days start at {})",
-            cfg.day_starts
-        );
         tasks.spawn(closing::run(writer.clone(), schedule, stop.clone()));
     }
     if let Some((listener, feed)) = display {
