@@ -58,7 +58,7 @@ fn main() {
 
     let mut times = Vec::new();
     for i in 0..runs {
-        let date = coupond::time::Date::from_days(first + 1 + i * (days - 2) / runs.max(1));
+        let date = coupond::schedule::Date::from_days(first + 1 + i * (days - 2) / runs.max(1));
         let started = Instant::now();
         let out = Command::new(&bin)
             .args([

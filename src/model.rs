@@ -8,7 +8,7 @@
 
 use crate::coupon::Action;
 use crate::intake::{Intake, Outcome};
-use crate::time::Date;
+use crate::schedule::Date;
 
 /// Which sinks get a job for a new message: the one output plan. `serve` (through
 /// `sinks::Outputs::plan`), the reverify pass on start and SIGHUP and `coupond reverify`

@@ -92,194 +92,23 @@ pub fn local_datetime(unix_secs: i64) -> String {
     )
 }
 
-/// A calendar date (proleptic Gregorian), as `--date` and the report name a day.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Date {
-    pub year: i64,
-    pub month: u32,
-    pub day: u32,
-}
-
-impl Date {
-    /// `YYYY-MM-DD`, a real day of a real month.
-    pub fn parse(v: &str) -> Result<Date, String> {
-        let bad = || format!("{v:?} is not a date: want YYYY-MM-DD, such as 2026-12-04");
-        let mut parts = v.trim().splitn(3, '-');
-        let mut num = |len: usize| -> Result<i64, String> {
-            let p = parts.next().ok_or_else(bad)?;
-            if p.len() != len || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            p.parse().map_err(|_| bad())
-        };
-        let (year, month, day) = (num(4)?, num(2)?, num(2)?);
-        let date = Date {
-            year,
-            month: month as u32,
-            day: day as u32,
-        };
-        // A day that does not exist (2026-02-30) comes back from the day count as
-        // another date.
-        if !(1..=12).contains(&month) || Date::from_days(date.days()) != date {
-            return Err(bad());
-        }
-        Ok(date)
-    }
-
-    /// Days since 1970-01-01.
-    pub fn days(self) -> i64 {
-        days_from_civil(self.year, self.month, self.day)
-    }
-
-    pub fn from_days(days: i64) -> Date {
-        let (year, month, day) = civil_from_days(days);
-        Date { year, month, day }
-    }
-
-    pub fn next(self) -> Date {
-        Date::from_days(self.days() + 1)
-    }
-
-    pub fn prev(self) -> Date {
-        Date::from_days(self.days() - 1)
-    }
-}
-
-impl std::fmt::Display for Date {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-}
-
-/// A local time of day, `HH:MM` (`--day-starts`, `--report-at`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TimeOfDay {
-    pub hour: u32,
-    pub minute: u32,
-}
-
-impl TimeOfDay {
-    pub const MIDNIGHT: TimeOfDay = TimeOfDay { hour: 0, minute: 0 };
-
-    pub fn parse(v: &str) -> Result<TimeOfDay, String> {
-        let bad = || format!("{v:?} is not a time of day: want HH:MM (24-hour), such as 04:00");
-        let (h, m) = v.trim().split_once(':').ok_or_else(bad)?;
-        let num = |p: &str| -> Result<u32, String> {
-            if p.is_empty() || p.len() > 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad());
-            }
-            p.parse().map_err(|_| bad())
-        };
-        let (hour, minute) = (num(h)?, num(m)?);
-        if hour > 23 || minute > 59 || m.len() != 2 {
-            return Err(bad());
-        }
-        Ok(TimeOfDay { hour, minute })
-    }
-}
-
-impl std::fmt::Display for TimeOfDay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:02}:{:02}", self.hour, self.minute)
-    }
-}
-
-/// An instant as the box's clock on the wall shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Local {
-    pub date: Date,
-    pub time: TimeOfDay,
-    pub second: u32,
-    /// Seconds east of UTC at that instant (`+08:00` is 28,800).
-    pub offset: i64,
-}
-
-/// `unix_secs` in the box's local time zone (`localtime_r`: `TZ`, else
-/// `/etc/localtime`), or `None` if the C library cannot place it.
-pub fn local(unix_secs: i64) -> Option<Local> {
-    let t = unix_secs as libc::time_t;
-    // SAFETY: `tm` is plain data that `localtime_r` fills in; both pointers are valid for
-    // the call and `localtime_r` is the thread-safe variant.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&t, &mut tm).is_null() } {
-        return None;
-    }
-    Some(Local {
-        date: Date {
-            year: i64::from(tm.tm_year) + 1900,
-            month: (tm.tm_mon + 1) as u32,
-            day: tm.tm_mday as u32,
-        },
-        time: TimeOfDay {
-            hour: tm.tm_hour as u32,
-            minute: tm.tm_min as u32,
-        },
-        second: tm.tm_sec as u32,
-        offset: tm.tm_gmtoff as i64,
-    })
-}
-
-/// The instant the box's clock shows `date` `time` (`mktime`, which knows the zone's
-/// daylight saving rules). A time that does not exist that day (skipped when the clocks
-/// go forward) comes out as the C library moves it, an hour on; one that happens twice
-/// (clocks go back) as one of the two.
-pub fn from_local(date: Date, time: TimeOfDay) -> Option<i64> {
-    // SAFETY: `tm` is plain data; `mktime` reads and normalises it in place.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = i32::try_from(date.year - 1900).ok()?;
-    tm.tm_mon = date.month as i32 - 1;
-    tm.tm_mday = date.day as i32;
-    tm.tm_hour = time.hour as i32;
-    tm.tm_min = time.minute as i32;
-    // Not known: let the zone's rules say whether daylight saving time applies.
-    tm.tm_isdst = -1;
-    let t = unsafe { libc::mktime(&mut tm) };
-    // -1 is also one second before 1970, never a day that a store reports on.
-    (t != -1).then_some(t as i64)
-}
-
 /// `unix_secs` as RFC 3339 in the box's local time with its offset, such as
 /// `2026-12-04T04:00:00+08:00`.
 pub fn rfc3339_local(unix_secs: i64) -> String {
-    let Some(l) = local(unix_secs) else {
-        return rfc3339_millis(unix_secs.saturating_mul(1000));
-    };
-    let sign = if l.offset < 0 { '-' } else { '+' };
-    let off = l.offset.abs();
+    let offset = utc_offset(unix_secs);
+    let local = unix_secs + offset;
+    let (y, mo, d) = civil_from_days(local.div_euclid(86_400));
+    let tod = local.rem_euclid(86_400);
+    let sign = if offset < 0 { '-' } else { '+' };
+    let off = offset.abs();
     format!(
-        "{}T{}:{:02}{sign}{:02}:{:02}",
-        l.date,
-        l.time,
-        l.second,
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        tod / 3600,
+        tod / 60 % 60,
+        tod % 60,
         off / 3600,
         off / 60 % 60
     )
-}
-
-/// The business day `date` that starts at local time `starts` (`--day-starts`): from
-/// then to the same local time the next day, `[from, to)` in Unix seconds. Across a
-/// daylight saving change that is 23 or 25 hours.
-pub fn business_day(date: Date, starts: TimeOfDay) -> Option<(i64, i64)> {
-    Some((from_local(date, starts)?, from_local(date.next(), starts)?))
-}
-
-/// The business day in progress at `unix_secs`.
-pub fn business_date_at(unix_secs: i64, starts: TimeOfDay) -> Option<Date> {
-    let l = local(unix_secs)?;
-    let mut date = if l.time < starts {
-        l.date.prev()
-    } else {
-        l.date
-    };
-    // A start time the clocks skip that day moves (see `from_local`): the window, not
-    // the wall clock, decides.
-    let (from, to) = business_day(date, starts)?;
-    if unix_secs < from {
-        date = date.prev();
-    } else if unix_secs >= to {
-        date = date.next();
-    }
-    Some(date)
 }
 
 /// Year, month, day of the proleptic Gregorian calendar for a day count since 1970-01-01
@@ -321,52 +150,6 @@ mod tests {
         ];
         for (ms, want) in cases {
             assert_eq!(rfc3339_millis(ms), want, "for {ms}");
-        }
-    }
-
-    #[test]
-    fn dates_parse_count_and_step() {
-        let d = Date::parse("2026-12-04").unwrap();
-        assert_eq!(d.to_string(), "2026-12-04");
-        assert_eq!(Date::from_days(d.days()), d);
-        assert_eq!(
-            Date::parse("2024-02-28").unwrap().next().to_string(),
-            "2024-02-29"
-        );
-        assert_eq!(
-            Date::parse("2026-01-01").unwrap().prev().to_string(),
-            "2025-12-31"
-        );
-        assert_eq!(Date::parse("1970-01-01").unwrap().days(), 0);
-        for bad in [
-            "2026-02-29",
-            "2026-13-01",
-            "2026-1-01",
-            "26-01-01",
-            "2026-01-00",
-            "x",
-            "",
-        ] {
-            assert!(Date::parse(bad).is_err(), "{bad}");
-        }
-        for days in -800_000..800_000 {
-            let d = Date::from_days(days);
-            assert_eq!(d.days(), days);
-        }
-    }
-
-    #[test]
-    fn times_of_day_parse() {
-        assert_eq!(
-            TimeOfDay::parse("04:00").unwrap(),
-            TimeOfDay { hour: 4, minute: 0 }
-        );
-        assert_eq!(TimeOfDay::parse("4:05").unwrap().to_string(), "04:05");
-        assert_eq!(TimeOfDay::parse("23:59").unwrap().to_string(), "23:59");
-        for bad in [
-            "24:00", "12:60", "12", "12:5", "-1:00", "12:00:00", "ab:cd", "",
-        ] {
-            assert!(TimeOfDay::parse(bad).is_err(), "{bad}");
         }
     }
 

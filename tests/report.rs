@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::escpos::{FakePrinter, Mode};
 use common::fake_douyin::{FakeDouyin, FakeRecord};
 use common::*;
-use coupond::time::Date;
+use coupond::schedule::Date;
 use serde_json::{json, Value};
 
 const SHANGHAI: &str = "CST-8";

@@ -6,22 +6,19 @@
 //! ([`receipt::day_lines`]): the text is the receipt as `--paper-width` paper shows it,
 //! so what the owner reads at the terminal is what the printer gives.
 
+use crate::closing::{business_date_at, business_day};
 use crate::commands::print_test::{print_sheet, say_err, say_out, Sheet};
 use crate::config::ReportConfig;
 use crate::model::{DayReport, Group};
+use crate::schedule::{BoxZone, Date, TimeOfDay};
 use crate::sinks::receipt;
 use crate::store::Store;
-use crate::time::{self, Date, TimeOfDay};
+use crate::time;
 
 pub fn run(cfg: &ReportConfig) -> Result<(), String> {
     let now = time::now_secs();
     let date = pick_date(cfg.date, cfg.day_starts, cfg.keep_days, now)?;
-    let (from, to) = time::business_day(date, cfg.day_starts).ok_or_else(|| {
-        format!(
-            "the C library cannot place {date} {} in local time",
-            cfg.day_starts
-        )
-    })?;
+    let (from, to) = business_day(&BoxZone, date, cfg.day_starts);
     let store = Store::open_existing(&cfg.db, true)?;
     let report = store
         .day_report(date, from, to)
@@ -55,8 +52,7 @@ pub fn pick_date(
     keep_days: Option<u32>,
     now: i64,
 ) -> Result<Date, String> {
-    let today = time::business_date_at(now, starts)
-        .ok_or("the C library cannot tell the local date; is the clock set?")?;
+    let today = business_date_at(&BoxZone, now, starts);
     let Some(date) = date else {
         return Ok(today);
     };
@@ -66,8 +62,7 @@ pub fn pick_date(
         ));
     }
     if let Some(days) = keep_days {
-        let (from, _) = time::business_day(date, starts)
-            .ok_or_else(|| format!("the C library cannot place {date} in local time"))?;
+        let (from, _) = business_day(&BoxZone, date, starts);
         if from < now - i64::from(days) * 86_400 {
             return Err(format!(
                 "{date} is older than --keep-days {days}: its messages may have been pruned, \

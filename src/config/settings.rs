@@ -15,11 +15,11 @@ use crate::douyin::ApiUrl;
 use crate::intake::Apps;
 use crate::model::{OutputPlan, SinkKind};
 use crate::mqtt::{self, Broker};
+use crate::schedule::{Date, TimeOfDay};
 use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
 use crate::sinks::{Outputs, Receipts};
 use crate::sources::mqtt::Subscriber;
-use crate::time::{Date, TimeOfDay};
 use crate::url::Url;
 
 /// `coupond serve`, validated.
@@ -223,7 +223,7 @@ impl ReportConfig {
         }
         Ok(ReportConfig {
             db: db(args)?,
-            date: args.optional(&f::DATE, Date::parse)?,
+            date: args.optional(&f::DATE, Date::parse_arg)?,
             json: args.optional(&f::JSON, parse_on_off)?.unwrap_or(false),
             print,
             day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,

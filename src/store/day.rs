@@ -17,7 +17,7 @@ use rusqlite::{params, OptionalExtension};
 use super::{Result, Store};
 use crate::coupon::Action;
 use crate::model::{DayReport, DayTally, Group, SinkKind, Task};
-use crate::time::Date;
+use crate::schedule::Date;
 
 /// One applied, counted message with what is known of its coupon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +72,7 @@ impl Store {
         self.conn
             .query_row("SELECT since, last_day FROM report_schedule", [], |r| {
                 let last: Option<String> = r.get(1)?;
-                Ok((r.get(0)?, last.and_then(|d| Date::parse(&d).ok())))
+                Ok((r.get(0)?, last.and_then(|d| Date::parse(&d))))
             })
     }
 
@@ -87,7 +87,7 @@ impl Store {
         let Some((day, from, to)) = day else {
             return Ok(None);
         };
-        let Ok(date) = Date::parse(&day) else {
+        let Some(date) = Date::parse(&day) else {
             return Ok(None);
         };
         self.day_report(date, from, to).map(Some)
