@@ -289,6 +289,59 @@ mod tests {
         assert_eq!(t.stores.len(), 3);
     }
 
+    /// A scheduled day is queued once however often it is asked; an asked-for print
+    /// (`report --print`) always is; the job hands out the day's numbers as they are
+    /// when it is taken, and goes with its output when retention prunes that.
+    #[test]
+    fn a_scheduled_day_is_queued_once_and_its_job_counts_the_day_when_taken() {
+        let dir = std::env::temp_dir().join(format!("coupond-day-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = Store::open(&dir.join("coupond.db")).unwrap();
+        let day = Date::parse("2026-12-04").unwrap();
+        let window = (1_000, 2_000);
+        let first = store.queue_report(day, window, true).unwrap();
+        assert!(first.is_some());
+        assert_eq!(store.queue_report(day, window, true).unwrap(), None);
+        assert_eq!(store.queue_report(day.pred(), window, true).unwrap(), None);
+        assert!(store.queue_report(day, window, false).unwrap().is_some());
+        let (_, last) = store.report_schedule().unwrap();
+        assert_eq!(last, Some(day));
+
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO messages (received_at, outcome, action, certificate_id, msg_time,
+                     body, body_sha1, last_received_at)
+                 VALUES ('now', 'applied', 'verify', 'c1', 1500, '{}', 'a', 'now'),
+                        ('now', 'applied', 'verify', 'c2', 2000, '{}', 'b', 'now')",
+            )
+            .unwrap();
+        let jobs = store.pending_jobs(SinkKind::Printer, 10).unwrap();
+        assert_eq!(jobs.len(), 2);
+        for job in &jobs {
+            assert!(job.retries_forever(), "{}", job.subject());
+            match &job.work {
+                crate::model::Work::Report(r) => {
+                    assert_eq!((r.date, r.from, r.to), (day, 1_000, 2_000));
+                    assert_eq!(r.tally.verify, 1, "2000 is the next day's");
+                }
+                _ => panic!("{}", job.subject()),
+            }
+        }
+        store
+            .conn
+            .execute_batch("UPDATE outputs SET state = 'done'")
+            .unwrap();
+        store.prune_step("9999", 100).unwrap();
+        let left: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM report_jobs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn an_empty_day_is_all_zero() {
         let t = tally(&[]);
