@@ -135,8 +135,7 @@ impl ServeConfig {
             }),
             None => None,
         };
-        let mut receipts = receipts(args)?;
-        receipts.poi_names = poi_names(args)?;
+        let receipts = receipts(args)?;
         let report_at = args.optional(&f::REPORT_AT, TimeOfDay::parse)?;
         if report_at.is_some() && receipts.printer.is_none() {
             return Err(ConfigError(
@@ -214,8 +213,7 @@ pub struct ReportConfig {
 impl ReportConfig {
     pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
         let print = args.optional(&f::PRINT, parse_on_off)?.unwrap_or(false);
-        let mut receipts = receipts(args)?;
-        receipts.poi_names = poi_names(args)?;
+        let receipts = receipts(args)?;
         if print && receipts.printer.is_none() {
             return Err(ConfigError(
                 "--print needs --printer (or COUPOND_PRINTER in the settings file)".into(),
@@ -231,12 +229,6 @@ impl ReportConfig {
             receipts,
         })
     }
-}
-
-fn poi_names(args: &Args) -> Result<Vec<(String, String)>, ConfigError> {
-    Ok(args
-        .optional(&f::POI_NAMES, parse_poi_names)?
-        .unwrap_or_default())
 }
 
 /// `ID=NAME,ID=NAME`: a name for each Douyin store id.
@@ -256,7 +248,8 @@ pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
     Ok(names)
 }
 
-/// The printer settings, shared by `serve` and `print-test`.
+/// The printer settings, shared by `serve`, `print-test` and `report` (`--poi-names`
+/// only where the command takes it).
 fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
     Ok(Receipts {
         printer: args.optional(&f::PRINTER, PrinterDest::parse)?,
@@ -264,7 +257,9 @@ fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
         store_name: args.text(&f::STORE_NAME).filter(|s| !s.trim().is_empty()),
         printer_status: args.value(&f::PRINTER_STATUS, PrinterStatus::parse)?,
         serial_baud: args.optional(&f::SERIAL_BAUD, parse_baud)?,
-        poi_names: Vec::new(),
+        poi_names: args
+            .optional(&f::POI_NAMES, parse_poi_names)?
+            .unwrap_or_default(),
     })
 }
 
