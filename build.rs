@@ -11,7 +11,9 @@ fn main() {
                 .map(|d| d.as_secs())
                 .unwrap_or(0)
         });
-    println!("cargo:rustc-env=COUPOND_BUILD_TIME={stamp}");
+    // Not COUPOND_*: `cargo run` and `cargo test` put it in the program's environment,
+    // where coupond warns about every COUPOND_ name that is no setting.
+    println!("cargo:rustc-env=BUILD_TIME_OF_COUPOND={stamp}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
 }

@@ -103,12 +103,17 @@ fn run(args: &Args, argv: &[String], env: &Env) -> Result<Ran, Failed> {
         CommandId::Serve => {
             let cfg = config::ServeConfig::from_args(args, env)?;
             init_logging(cfg.log_level);
-            // A reload reads the settings file and the secrets again, as at start.
+            // A reload reads the settings file and the secrets again, as at start, and
+            // names the other settings that changed (they apply at the next start).
             let (command, argv) = (args.command(), argv.to_vec());
+            let started = args.texts();
             let reload = move || match config::parse(command, &argv, &process_env) {
-                Ok(Parsed::Run(a)) => config::ServeConfig::from_args(&a, &process_env)
-                    .map(|c| c.apps)
-                    .map_err(|e| e.to_string()),
+                Ok(Parsed::Run(a)) => {
+                    let apps = config::ServeConfig::from_args(&a, &process_env)
+                        .map(|c| c.apps)
+                        .map_err(|e| e.to_string())?;
+                    Ok((apps, changed(&started, &a.texts())))
+                }
                 Ok(Parsed::Help(_)) => Err("unexpected --help".into()),
                 Err(e) => Err(e.to_string()),
             };
@@ -131,6 +136,25 @@ fn run(args: &Args, argv: &[String], env: &Env) -> Result<Ran, Failed> {
         CommandId::Reverify => reverify::run(&config::ReverifyConfig::from_args(args, env)?)?,
     }
     Ok(Ran::Done)
+}
+
+/// The settings (by `COUPOND_<FLAG>` name) whose text differs between two readings,
+/// but for those a reload applies: the client keys and the secrets.
+fn changed(before: &[(String, String)], after: &[(String, String)]) -> Vec<String> {
+    let live = [
+        config::flags::CLIENT_KEY.name,
+        config::flags::SECRET_FILE.name,
+    ];
+    let mut names: Vec<String> = before
+        .iter()
+        .filter(|b| !after.contains(b))
+        .chain(after.iter().filter(|a| !before.contains(a)))
+        .map(|(name, _)| name.clone())
+        .filter(|name| !live.iter().any(|l| *name == config::env_name(l)))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn usage_error(e: &config::ConfigError) -> ExitCode {

@@ -42,7 +42,7 @@ pub fn rfc3339_millis(unix_ms: i64) -> String {
 /// Unix seconds at build time (see `build.rs`): the earliest sane clock. Catch-up and
 /// scheduled work wait while the clock says earlier (a box without its NTP time yet).
 pub fn build_time() -> i64 {
-    env!("COUPOND_BUILD_TIME").parse().unwrap_or(0)
+    env!("BUILD_TIME_OF_COUPOND").parse().unwrap_or(0)
 }
 
 /// The box's UTC offset in seconds at `unix_secs` (`localtime_r`'s `tm_gmtoff`: the

@@ -368,3 +368,35 @@ fn sigint_stops_cleanly_too() {
     assert!(d.wait_log("stopped; database closed", Duration::from_secs(10)));
     assert_eq!(d.child.wait().unwrap().code(), Some(0));
 }
+
+/// What cargo hands a program it runs (`cargo run`, the tests) holds no `COUPOND_`
+/// variable that coupond would warn about: the build time is not one.
+#[test]
+fn cargo_hands_coupond_no_variable_it_warns_about() {
+    // coupond() passes this process's environment on, less the harness's own
+    // COUPOND_TEST_RUNNER; COUPOND_BLESS too is set by whoever runs the tests.
+    let mut cmd = coupond();
+    cmd.args(["status", "--db", "/nonexistent/coupond.db"])
+        .env_remove("COUPOND_BLESS");
+    let out = cmd.output().unwrap();
+    assert!(
+        !stderr(&out).contains("is no coupond setting"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn print_test_help_says_the_printer_is_needed_and_how_long_it_waits() {
+    let h = stdout(&run(&["print-test", "--help"], &[]));
+    let printer = h
+        .lines()
+        .find(|l| l.trim_start().starts_with("--printer DEST"))
+        .unwrap();
+    assert!(printer.contains("required"), "{printer}");
+    assert!(h.contains("--wait SECS"), "{h}");
+    // Run without one, it says so before anything else.
+    let out = run(&["print-test", "--db", "/nonexistent.db"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("needs --printer"), "{}", stderr(&out));
+}

@@ -2,6 +2,14 @@
 //! would use with the same settings, one line each (`ok`, `warn` or `FAIL` with what to
 //! do), and changes nothing: the database is not created or migrated, no port is held,
 //! no receipt is printed.
+//!
+//! When the systemd unit is installed and its daemon reads the same settings file, the
+//! database and printer paths are judged as the service will see them
+//! ([`Sandbox`]: read-only system, private /tmp, allowed devices, its own user), not as
+//! the user running check sees them. With catch-up on, a Douyin token is fetched (and
+//! thrown away); an MQTT broker is connected to under a client id of its own, so the
+//! running daemon's sessions are left alone. `--settings-only` stops after the settings
+//! and secrets: the unit's `ExecReload=` runs it before it signals a reload.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,9 +17,14 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::commands::sandbox::{Refusal, Sandbox, UNIT};
+use crate::commands::serve::RunningDaemon;
 use crate::config::{self, Args, ServeConfig};
 use crate::sinks::printer::{self, PrinterDest, PrinterStatus};
 use crate::store::{Store, SCHEMA_VERSION};
+
+/// The client key the shipped settings file holds until the installer sets the real one.
+const PLACEHOLDER_KEY: &str = "your-app-id";
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +41,7 @@ pub struct Line {
     pub text: String,
 }
 
-fn line(level: Level, what: &'static str, text: impl Into<String>) -> Line {
+pub(crate) fn line(level: Level, what: &'static str, text: impl Into<String>) -> Line {
     Line {
         level,
         what,
@@ -77,33 +90,80 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
             return out;
         }
     };
-    out.push(line(
-        Level::Ok,
-        "settings",
-        format!("{file}; client key(s) {}", cfg.apps.client_keys.join(",")),
-    ));
-    out.push(secrets(args, env));
-    out.push(database(&cfg.db));
+    let keys = cfg.apps.client_keys.join(",");
+    out.push(
+        if cfg.apps.client_keys.iter().any(|k| k == PLACEHOLDER_KEY) {
+            line(
+                Level::Warn,
+                "settings",
+                format!(
+                    "{file}; client key {keys}: {PLACEHOLDER_KEY} is the example's placeholder, \
+                 no push from Douyin carries it: set COUPOND_CLIENT_KEY to your app's \
+                 client_key (Douyin Open Platform console)"
+                ),
+            )
+        } else {
+            line(
+                Level::Ok,
+                "settings",
+                format!("{file}; client key(s) {keys}"),
+            )
+        },
+    );
+    let (secret_line, secrets) = secrets(args, env);
+    out.push(secret_line);
+    let settings_only = args
+        .text(&config::flags::SETTINGS_ONLY)
+        .is_some_and(|v| matches!(v.as_str(), "true" | "yes" | "on" | "1"));
+    if settings_only {
+        return out;
+    }
+    let sandbox = Sandbox::installed().filter(|s| same_file(args.config_file(), &s.config));
+    if let Some(s) = &sandbox {
+        out.push(line(
+            Level::Ok,
+            "unit",
+            format!(
+                "paths judged as {UNIT} sees them ({}), as user {}",
+                s.source(),
+                s.user.as_deref().unwrap_or("root")
+            ),
+        ));
+    }
+    let daemon = RunningDaemon::on(&cfg.db);
+    out.push(database(&cfg.db, sandbox.as_ref()));
     match cfg.listen {
-        Some(addr) => out.push(port("listen", addr, Some(&cfg.path))),
+        Some(addr) => out.push(port("listen", addr, Some(&cfg.path), daemon.as_ref())),
         None => out.push(line(
             Level::Ok,
             "listen",
             "off: pushes come from --mqtt-source only",
         )),
     }
-    out.push(printer(&cfg));
+    out.push(printer(&cfg, sandbox.as_ref()));
     if let Some(addr) = cfg.display_listen {
-        out.push(port("display", addr, None));
+        out.push(port("display", addr, None, daemon.as_ref()));
     }
+    out.extend(super::check_links::catchup(&cfg, &secrets));
+    out.extend(super::check_links::brokers(&cfg));
     out
 }
 
-fn secrets(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Line {
+/// Whether the settings file check read is the one the unit's daemon reads.
+fn same_file(checked: Option<&Path>, unit: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    checked.is_some_and(|c| canon(c) == canon(unit))
+}
+
+fn secrets(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> (Line, Vec<String>) {
     let secrets = match config::settings::secrets(args, env) {
         Ok(s) => s,
-        Err(e) => return line(Level::Fail, "secret", e.to_string()),
+        Err(e) => return (line(Level::Fail, "secret", e.to_string()), Vec::new()),
     };
+    (secrets_line(args, env, secrets.len()), secrets)
+}
+
+fn secrets_line(args: &Args, env: &dyn Fn(&str) -> Option<String>, n: usize) -> Line {
     let file = args
         .text(&config::flags::SECRET_FILE)
         .map(PathBuf::from)
@@ -116,7 +176,7 @@ fn secrets(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Line {
         return line(
             Level::Ok,
             "secret",
-            format!("{} secret(s) from COUPOND_CLIENT_SECRET", secrets.len()),
+            format!("{n} secret(s) from COUPOND_CLIENT_SECRET"),
         );
     };
     let mode = std::fs::metadata(&file)
@@ -127,9 +187,8 @@ fn secrets(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Line {
             Level::Warn,
             "secret",
             format!(
-                "{} secret(s) from {}, but every user of the box can read it: chmod 640 {} \
+                "{n} secret(s) from {}, but every user of the box can read it: chmod 640 {} \
                  (owner root, group of the daemon's user)",
-                secrets.len(),
                 file.display(),
                 file.display()
             ),
@@ -138,18 +197,13 @@ fn secrets(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Line {
     line(
         Level::Ok,
         "secret",
-        format!("{} secret(s) from {}", secrets.len(), file.display()),
+        format!("{n} secret(s) from {}", file.display()),
     )
 }
 
 /// Whether this process may write `path` (`access(2)`: the real user's rights).
 fn writable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a NUL-terminated path and a flag.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+    super::may(path, libc::W_OK)
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -159,12 +213,57 @@ fn parent(path: &Path) -> PathBuf {
     }
 }
 
-fn database(db: &Path) -> Line {
+/// A FAIL for a path the unit's sandbox keeps the service from writing, saying what
+/// to use instead or how to open it.
+fn refused(what: &'static str, path: &Path, r: Refusal, instead: &str, s: &Sandbox) -> Line {
+    let open = match r.open {
+        Some(dir) => format!(
+            ", or let the service write there: systemctl edit coupond, and under [Service] \
+             add ReadWritePaths={}",
+            dir.display()
+        ),
+        None => String::new(),
+    };
+    line(
+        Level::Fail,
+        what,
+        format!(
+            "{} is {} ({} in {}): use {instead}{open}",
+            path.display(),
+            r.why,
+            r.setting,
+            s.source()
+        ),
+    )
+}
+
+fn database(db: &Path, sandbox: Option<&Sandbox>) -> Line {
+    if let Err(e) = super::reachable(db, libc::R_OK, "read") {
+        return line(Level::Fail, "database", e);
+    }
     let dir = parent(db);
+    if let Some(s) = sandbox {
+        let instead = format!(
+            "{}/coupond.db (COUPOND_DB), the unit's state directory",
+            s.state_dir().display()
+        );
+        if let Err(r) = s.writable(db) {
+            return refused("database", db, r, &instead, s);
+        }
+        if !s.owned(db) {
+            if let Err(e) = s.user_may_write(if db.exists() { db } else { &dir }) {
+                return line(Level::Fail, "database", format!("{}: {e}", db.display()));
+            }
+        }
+    }
     if !db.exists() {
         if !dir.is_dir() {
             // systemd's StateDirectory= makes /var/lib/coupond at the first start.
-            if dir.starts_with("/var/lib/coupond") {
+            let made = match sandbox {
+                Some(s) => s.owned(db),
+                None => dir.starts_with("/var/lib/coupond"),
+            };
+            if made {
                 return line(
                     Level::Warn,
                     "database",
@@ -203,6 +302,10 @@ fn database(db: &Path) -> Line {
             ),
         );
     }
+    existing_database(db, &dir)
+}
+
+fn existing_database(db: &Path, dir: &Path) -> Line {
     let version = match Store::open_read_only(db) {
         Ok(s) => s.schema_version(),
         Err(e) => {
@@ -213,7 +316,7 @@ fn database(db: &Path) -> Line {
             )
         }
     };
-    if !writable(db) || !writable(&dir) {
+    if !writable(db) || !writable(dir) {
         return line(
             Level::Fail,
             "database",
@@ -237,17 +340,30 @@ fn database(db: &Path) -> Line {
     )
 }
 
-/// A port `serve` would bind: free, or held by a running coupond.
-fn port(what: &'static str, addr: SocketAddr, webhook_path: Option<&str>) -> Line {
+/// A port `serve` would bind: free, or held by a running coupond. The daemon on this
+/// database recorded its ports; only a port it did not record is asked over HTTP.
+fn port(
+    what: &'static str,
+    addr: SocketAddr,
+    webhook_path: Option<&str>,
+    daemon: Option<&RunningDaemon>,
+) -> Line {
     let flag = if webhook_path.is_some() {
         "--listen"
     } else {
         "--display-listen"
     };
+    let recorded = daemon.and_then(|d| d.part(&flag[2..])).unwrap_or_default();
     match TcpListener::bind(addr) {
         Ok(_) => line(Level::Ok, what, format!("{addr} is free")),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            if is_coupond(addr, webhook_path) {
+            if recorded == format!("{addr}{}", webhook_path.unwrap_or_default()) {
+                line(
+                    Level::Ok,
+                    what,
+                    format!("{addr} is held by the coupond running on this database"),
+                )
+            } else if is_coupond(addr, webhook_path) {
                 line(
                     Level::Ok,
                     what,
@@ -295,8 +411,13 @@ fn is_coupond(addr: SocketAddr, webhook_path: Option<&str>) -> bool {
     }
 }
 
-fn printer(cfg: &ServeConfig) -> Line {
+fn printer(cfg: &ServeConfig, sandbox: Option<&Sandbox>) -> Line {
     let receipts = &cfg.outputs.receipts;
+    if let (Some(PrinterDest::Path(p)), Some(s)) = (&receipts.printer, sandbox) {
+        if let Some(fail) = sandboxed_printer(p, s) {
+            return fail;
+        }
+    }
     match &receipts.printer {
         None => line(
             Level::Ok,
@@ -365,6 +486,41 @@ fn tcp_printer(host: &str, port: u16, status: PrinterStatus) -> Line {
                 "{dest} answers no status requests (DLE EOT): set --printer-status auto or off"
             ),
         ),
+    }
+}
+
+/// A FAIL when the unit keeps the service from a printer path: a file it cannot write,
+/// a device it may not open, or one its user has no group for.
+fn sandboxed_printer(path: &Path, s: &Sandbox) -> Option<Line> {
+    let fail = |text: String| Some(line(Level::Fail, "printer", text));
+    if path.starts_with("/dev") {
+        if let Err(e) = s.device(path) {
+            return fail(format!("{}: {e} ({})", path.display(), s.source()));
+        }
+        // A device is never created: a missing one is the printer's own FAIL below.
+        if !path.exists() {
+            return None;
+        }
+    } else {
+        let instead = format!(
+            "{}/receipts.bin for a file printer (the unit's state directory)",
+            s.state_dir().display()
+        );
+        if let Err(r) = s.writable(path) {
+            return Some(refused("printer", path, r, &instead, s));
+        }
+        if s.owned(path) {
+            return None;
+        }
+    }
+    let target = if path.exists() {
+        path.to_path_buf()
+    } else {
+        parent(path)
+    };
+    match s.user_may_write(&target) {
+        Err(e) => fail(format!("{}: {e}", target.display())),
+        Ok(()) => None,
     }
 }
 

@@ -172,6 +172,7 @@ fn print(cfg: &ReportConfig, report: &DayReport) -> Result<(), String> {
     let what = format!("the end-of-day report of {}", report.date);
     let window = (report.from, report.to);
     let sheet = Sheet {
+        command: "report --print",
         what: &what,
         bytes: receipt::escpos(&lines, columns),
         // Queued whatever was printed before: only the schedule prints a day once.
@@ -181,5 +182,5 @@ fn print(cfg: &ReportConfig, report: &DayReport) -> Result<(), String> {
         },
         say: if cfg.json { say_err } else { say_out },
     };
-    print_sheet(&cfg.db, &printer, sheet)
+    print_sheet(&cfg.db, &printer, cfg.wait, sheet)
 }

@@ -89,6 +89,11 @@ async fn send(cfg: &SendConfig) -> Result<bool, String> {
                     }
                     return Ok(true);
                 }
+                // A definite answer: sending the same again cannot change it.
+                if let Some(hint) = refusal_hint(cfg, status) {
+                    println!("{hint}");
+                    return Ok(false);
+                }
             }
             Ok(Err(e)) => println!("attempt {}: failed after {took:.1?}: {e}", attempt + 1),
             Err(_) => println!(
@@ -100,6 +105,34 @@ async fn send(cfg: &SendConfig) -> Result<bool, String> {
     }
     println!("not delivered after {} attempts", cfg.retries + 1);
     Ok(false)
+}
+
+/// What a refusal means and what to do, for the answers a retry cannot change.
+fn refusal_hint(cfg: &SendConfig, status: u16) -> Option<String> {
+    Some(match status {
+        401 => format!(
+            "rejected: the signature does not verify with the daemon's secret, so the secret \
+             send signs with (from {}) differs from the daemon's; on the box both read the \
+             settings file's COUPOND_SECRET_FILE: after changing it, systemctl reload coupond",
+            cfg.secret_from
+        ),
+        403 => format!(
+            "rejected: the daemon does not accept client key {} (its COUPOND_CLIENT_KEY \
+             differs)",
+            cfg.client_key
+        ),
+        404 if cfg.url.path != cfg.served_path => format!(
+            "nothing is served at {}: the daemon serves {} (--path); fix --url",
+            cfg.url.path, cfg.served_path
+        ),
+        404 => format!(
+            "nothing is served at {} on {}: is that the daemon (coupond status counts the \
+             paths it was asked for), or does a tunnel in between map the path?",
+            cfg.url.path,
+            cfg.url.authority()
+        ),
+        _ => return None,
+    })
 }
 
 /// What the daemon's `{"outcome": ...}` answer means for the installer.

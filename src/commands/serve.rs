@@ -33,7 +33,7 @@ use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
 use crate::douyin::Douyin;
 use crate::intake::Apps;
-use crate::model::OutputPlan;
+use crate::model::{OutputPlan, SinkKind};
 use crate::notify::Notifier;
 use crate::outbox;
 use crate::ratelimit::{self, Limits};
@@ -49,8 +49,12 @@ use crate::store::Store;
 use crate::tls;
 use crate::writer::Writer;
 
-/// Reads the apps (client keys and secrets) again, for a reload.
-pub type Reload = Box<dyn Fn() -> Result<Apps, String> + Send + Sync>;
+/// Reads the apps (client keys and secrets) again, for a reload, with the names of the
+/// other settings that changed (they apply at the next start).
+pub type Reload = Box<dyn Fn() -> Result<(Apps, Vec<String>), String> + Send + Sync>;
+
+/// What STATUS= keeps saying after a reload failed, until one succeeds.
+type ReloadNote = Arc<std::sync::Mutex<Option<String>>>;
 
 /// Runs the daemon; returns an error line for start-up failures.
 pub fn run(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
@@ -121,6 +125,42 @@ impl DaemonLock {
     }
 }
 
+/// What the daemon running on a database has, as it recorded at its start (the
+/// `daemon` table): its ports and outputs with their address or destination.
+pub struct RunningDaemon {
+    /// `None`: a daemon runs but recorded nothing (one older than that table).
+    parts: Option<Vec<(String, String)>>,
+}
+
+impl RunningDaemon {
+    /// The daemon that holds `db`'s lock, or `None` when none runs.
+    pub fn on(db: &Path) -> Option<RunningDaemon> {
+        if !DaemonLock::held(db) {
+            return None;
+        }
+        let parts = Store::open_read_only(db)
+            .ok()
+            .and_then(|s| s.daemon_parts().ok())
+            .filter(|p| !p.is_empty());
+        Some(RunningDaemon { parts })
+    }
+
+    /// Whether it recorded what it has.
+    pub fn known(&self) -> bool {
+        self.parts.is_some()
+    }
+
+    /// `Some(detail)` when it has `part` (`listen`, `printer`, ...), `None` when it
+    /// does not or did not say.
+    pub fn part(&self, part: &str) -> Option<&str> {
+        self.parts
+            .as_ref()?
+            .iter()
+            .find(|(p, _)| p == part)
+            .map(|(_, d)| d.as_str())
+    }
+}
+
 /// What start-up opened, bound and built, before anything runs.
 struct Started {
     _lock: DaemonLock,
@@ -163,11 +203,12 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
 
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
+    let note = ReloadNote::default();
     // The apps (client keys, secrets) a reload swaps: the webhook's, and Douyin's token.
     let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
     let catchup = catchup.map(|settings| with_douyin(settings, &apps));
     let mut tasks = spawn_beside_webhook(
-        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &stop,
+        &cfg, &sinks, display, catchup, &writer, &changes, &notifier, &note, &stop,
     )?;
     let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
@@ -184,6 +225,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     notifier.send(&ready);
     let reloads = Reloads {
         reload,
+        note,
         display: feed,
         apps: apps_tx,
         writer: writer.clone(),
@@ -242,6 +284,13 @@ async fn start(cfg: &ServeConfig) -> Result<Started, String> {
     let sinks = cfg
         .outputs
         .build(display.as_ref().map(|(_, feed)| feed.clone()));
+    store
+        .record_daemon(&daemon_parts(
+            cfg,
+            listener.as_ref(),
+            display.as_ref().map(|(l, _)| l),
+        ))
+        .map_err(|e| format!("cannot write to database {}: {e}", cfg.db.display()))?;
     warn_orphaned_jobs(&store, &sinks);
     let plan = cfg.outputs.plan(&cfg.print_actions);
     match reverify::pass(&mut store, &cfg.apps, &plan) {
@@ -365,6 +414,7 @@ fn spawn_beside_webhook(
     writer: &Writer,
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
+    note: &ReloadNote,
     stop: &Stop,
 ) -> Result<JoinSet<()>, String> {
     let mut tasks = JoinSet::new();
@@ -421,6 +471,7 @@ fn spawn_beside_webhook(
             writer.clone(),
             every,
             catchup_health,
+            note.clone(),
             stop.clone(),
         ));
     }
@@ -466,6 +517,45 @@ async fn bind_display(
     Ok((listener, Arc::new(feed)))
 }
 
+/// What this run has, for the database's `daemon` table: its ports as bound and its
+/// outputs with their destination, so that `check`, `print-test` and `reprint` can say
+/// what the running daemon will do.
+fn daemon_parts(
+    cfg: &ServeConfig,
+    listener: Option<&TcpListener>,
+    display: Option<&TcpListener>,
+) -> Vec<(&'static str, String)> {
+    let addr = |l: &TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut parts = Vec::new();
+    if let Some(l) = listener {
+        parts.push(("listen", format!("{}{}", addr(l), cfg.path)));
+    }
+    if let Some(l) = display {
+        parts.push(("display-listen", addr(l)));
+    }
+    for kind in cfg.outputs.kinds() {
+        let detail = match kind {
+            SinkKind::Printer => cfg
+                .outputs
+                .receipts
+                .printer
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            SinkKind::Mqtt => cfg
+                .outputs
+                .mqtt
+                .as_ref()
+                .map(|p| format!("{}:{}", p.broker.host, p.broker.port))
+                .unwrap_or_default(),
+            // A hook's command line may hold a token: not copied.
+            SinkKind::Display | SinkKind::Exec | SinkKind::Log => String::new(),
+        };
+        parts.push((kind.name(), detail));
+    }
+    parts
+}
+
 /// Jobs queued for a sink this run does not have stay pending: say so once.
 fn warn_orphaned_jobs(store: &Store, sinks: &[Arc<Sink>]) {
     let Ok(pending) = store.pending_by_sink() else {
@@ -488,6 +578,7 @@ async fn watchdog(
     writer: Writer,
     every: Duration,
     catchup: Option<(catchup::Health, Duration)>,
+    note: ReloadNote,
     mut stop: Stop,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -505,6 +596,9 @@ async fn watchdog(
                     if let Some(late) = catchup::overdue(now, since, complete, *sweep_every) {
                         status += &format!("; {late}");
                     }
+                }
+                if let Some(n) = note.lock().ok().and_then(|n| n.clone()) {
+                    status += &format!("; {n}");
                 }
                 notifier.send(&format!("WATCHDOG=1\nSTATUS={status}"))
             }
@@ -528,6 +622,8 @@ struct Signals {
 /// What a reload needs: how to read the apps again and where they go.
 struct Reloads {
     reload: Reload,
+    /// Set while the last reload failed: the watchdog's STATUS= keeps saying so.
+    note: ReloadNote,
     /// The counter display, whose signature-failure banner a fixed secret clears.
     display: Option<Arc<Feed>>,
     apps: watch::Sender<Arc<Apps>>,
@@ -542,11 +638,36 @@ impl Reloads {
     /// rejected pushes with them, as at start.
     async fn reload(&self) {
         self.notifier.send("RELOADING=1");
-        match (self.reload)() {
-            Err(e) => log::error!("SIGHUP: reload failed, keeping the current secrets: {e}"),
-            Ok(apps) => {
+        let result = (self.reload)();
+        let note = result.as_ref().err().map(|e| {
+            format!(
+                "reload at {} failed, running on the settings before it: {e}",
+                crate::time::now_rfc3339()
+            )
+        });
+        if let Ok(mut n) = self.note.lock() {
+            n.clone_from(&note);
+        }
+        match result {
+            Err(e) => {
+                log::error!("SIGHUP: reload failed, keeping the current secrets and settings: {e}");
+                let status = self.ready.split("STATUS=").nth(1).unwrap_or_default();
+                self.notifier.send(&format!(
+                    "READY=1\nSTATUS={status}; {}",
+                    note.unwrap_or_default()
+                ));
+                return;
+            }
+            Ok((apps, changed)) => {
+                let later = match changed.is_empty() {
+                    true => "other settings apply at the next start".to_string(),
+                    false => format!(
+                        "changed, applied at the next start (systemctl restart coupond): {}",
+                        changed.join(", ")
+                    ),
+                };
                 log::info!(
-                    "SIGHUP: reloaded: {} app(s), {} secret(s) in use (other settings apply at the next start)",
+                    "SIGHUP: reloaded: {} app(s), {} secret(s) in use ({later})",
                     apps.client_keys.len(),
                     apps.secrets.len()
                 );

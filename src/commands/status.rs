@@ -5,6 +5,7 @@
 //! are shown through [`sanitize::text`], so a stored escape sequence or newline cannot
 //! reach the terminal or forge a line of the report.
 
+use crate::commands::serve::RunningDaemon;
 use crate::config::StatusConfig;
 use crate::coupon::Action;
 use crate::intake::Outcome;
@@ -15,11 +16,20 @@ use crate::store::{CatchupRow, Store, Summary};
 use crate::time;
 
 pub fn run(cfg: &StatusConfig) -> Result<(), String> {
+    crate::commands::reachable(&cfg.db, libc::R_OK, "read")?;
     let store = Store::open_existing(&cfg.db, true)?;
-    let summary = store
-        .summary()
-        .map_err(|e| format!("cannot read database {}: {e}", cfg.db.display()))?;
-    print!("{}", render(&cfg.db.display().to_string(), &summary));
+    let cannot = |e: rusqlite::Error| format!("cannot read database {}: {e}", cfg.db.display());
+    let summary = store.summary().map_err(cannot)?;
+    let mut out = render(&cfg.db.display().to_string(), &summary);
+    if RunningDaemon::on(&cfg.db).is_some() {
+        // The webhook writes these counts at most once per ratelimit::EVERY.
+        out += &format!(
+            "counted    by the running daemon: request counts (not found, too large, unstored, \
+             repeats) reach the database up to {}s late\n",
+            crate::ratelimit::EVERY.as_secs()
+        );
+    }
+    print!("{out}");
     Ok(())
 }
 

@@ -334,12 +334,42 @@ pub const MQTT_PASSWORD_FILE: Flag = flag(
     "file holding the MQTT password (its first line); never a flag",
 );
 
+// `coupond print-test`.
+pub const PRINT_TEST_PRINTER: Flag = flag(
+    "printer",
+    "DEST",
+    None,
+    "the printer to test: a device or file (/dev/usb/lp0) or tcp://HOST[:PORT] (required: \
+     here or as COUPOND_PRINTER in the settings file)",
+);
+pub const WAIT: Flag = flag(
+    "wait",
+    "SECS",
+    Some("40"),
+    "how long to wait for the running daemon to print it; not printed by then, it is \
+     cancelled (it never prints later)",
+);
+
 // `coupond send`.
 pub const URL: Flag = flag(
     "url",
     "URL",
     None,
-    "webhook URL, http://HOST[:PORT]/PATH (required)",
+    "webhook URL, http://HOST[:PORT]/PATH [default: the daemon's own, from --listen and \
+     --path]",
+);
+pub const SEND_LISTEN: Flag = flag(
+    "listen",
+    "ADDR",
+    Some("127.0.0.1:8080"),
+    "the daemon's webhook address, for the URL when --url is not given (on the box: \
+     COUPOND_LISTEN in the settings file)",
+);
+pub const SEND_PATH: Flag = flag(
+    "path",
+    "PATH",
+    Some("/douyin/webhook"),
+    "the daemon's webhook path, for the URL when --url is not given, and to explain a 404",
 );
 pub const ACTION: Flag = flag(
     "action",
@@ -375,8 +405,17 @@ pub const CHALLENGE: Flag = flag(
     "send a verify_webhook URL check with this challenge instead",
 );
 
+// `coupond check`.
+pub const SETTINGS_ONLY: Flag = flag(
+    "settings-only",
+    "",
+    None,
+    "check only the settings file and the secrets, as a reload reads them (the unit's \
+     ExecReload= runs this before it signals the daemon)",
+);
+
 /// `serve`'s settings; `check` takes the same, to check what `serve` would use.
-const SERVE_FLAGS: &[&Flag] = &[
+const SERVE_FLAGS: [&Flag; 36] = [
     &CONFIG,
     &LISTEN,
     &PATH,
@@ -415,12 +454,23 @@ const SERVE_FLAGS: &[&Flag] = &[
     &LOG_LEVEL,
 ];
 
+/// `check`'s flags: `serve`'s and its own.
+const CHECK_FLAGS: [&Flag; SERVE_FLAGS.len() + 1] = {
+    let mut out = [&SETTINGS_ONLY; SERVE_FLAGS.len() + 1];
+    let mut i = 0;
+    while i < SERVE_FLAGS.len() {
+        out[i] = SERVE_FLAGS[i];
+        i += 1;
+    }
+    out
+};
+
 pub const SERVE: Command = Command {
     id: CommandId::Serve,
     name: "serve",
     about: "Receive Douyin coupon webhooks, record them in SQLite and tell the store",
     positional: None,
-    flags: SERVE_FLAGS,
+    flags: &SERVE_FLAGS,
 };
 
 pub const CHECK: Command = Command {
@@ -429,7 +479,7 @@ pub const CHECK: Command = Command {
     about: "Check everything serve would use (settings, secrets, database, ports, printer), \
             one line each; exit 1 if anything FAILs",
     positional: None,
-    flags: SERVE_FLAGS,
+    flags: &CHECK_FLAGS,
 };
 
 pub const PRINT_TEST: Command = Command {
@@ -441,11 +491,12 @@ pub const PRINT_TEST: Command = Command {
     flags: &[
         &CONFIG,
         &DB,
-        &PRINTER,
+        &PRINT_TEST_PRINTER,
         &PAPER_WIDTH,
         &STORE_NAME,
         &PRINTER_STATUS,
         &SERIAL_BAUD,
+        &WAIT,
     ],
 };
 
@@ -469,6 +520,7 @@ pub const REPORT: Command = Command {
         &STORE_NAME,
         &PRINTER_STATUS,
         &SERIAL_BAUD,
+        &WAIT,
     ],
 };
 
@@ -488,6 +540,8 @@ pub const SEND: Command = Command {
     flags: &[
         &CONFIG,
         &URL,
+        &SEND_LISTEN,
+        &SEND_PATH,
         &SEND_CLIENT_KEY,
         &SEND_SECRET_FILE,
         &ACTION,
@@ -811,6 +865,18 @@ impl Args {
         Some((v.as_str(), label))
     }
 
+    /// Every flag's text, by `COUPOND_<FLAG>` name, sorted: to tell which settings a
+    /// reload found changed.
+    pub fn texts(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .values
+            .iter()
+            .map(|(name, (text, _))| (env_name(name), text.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The settings file these arguments read, if any.
     pub fn config_file(&self) -> Option<&Path> {
         self.config.as_deref()
@@ -871,21 +937,34 @@ pub fn help(command: &Command) -> String {
             .map(|p| format!(" {p}"))
             .unwrap_or_default()
     );
+    let left = |f: &Flag| match f.meta {
+        "" => format!("--{}", f.name),
+        meta => format!("--{} {meta}", f.name),
+    };
+    // One column for every flag's help, two spaces past the longest flag; the
+    // variable and the default always on the line below.
+    let width = command
+        .flags
+        .iter()
+        .map(|f| left(f).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("-h, --help".len());
     for f in command.flags {
-        let left = if f.meta.is_empty() {
-            format!("--{}", f.name)
-        } else {
-            format!("--{} {}", f.name, f.meta)
+        // A default that is no value ("as the port is set") is written in the help.
+        let (help, described) = match f.help.split_once(" [default: ") {
+            Some((h, d)) => (h, Some(d.trim_end_matches(']'))),
+            None => (f.help, None),
         };
-        s += &format!("  {left:<24} {}\n", f.help);
-        let mut extra = format!("{:27}[env: {}]", "", env_name(f.name));
-        if let Some(d) = f.default {
+        s += &format!("  {:<width$}  {help}\n", left(f));
+        let mut extra = format!("  {:width$}  [env: {}]", "", env_name(f.name));
+        if let Some(d) = f.default.or(described) {
             extra += &format!(" [default: {d}]");
         }
         s += &extra;
         s.push('\n');
     }
-    s += &format!("  {:<24} print this help\n", "-h, --help");
+    s += &format!("  {:<width$}  print this help\n", "-h, --help");
     s
 }
 
@@ -1010,6 +1089,29 @@ mod tests {
         );
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("COUPOND_PRINTR") && w[0].contains("COUPOND_PRINTER?"));
+    }
+
+    #[test]
+    fn help_puts_every_flags_text_in_one_column_and_every_default_beside_its_variable() {
+        for c in COMMANDS {
+            let h = help(c);
+            let options = h.split("Options:\n").nth(1).unwrap();
+            // Where the help text starts: past the flag and the spaces after it.
+            let column = |l: &str| {
+                let end = 2 + l[2..].find("  ").unwrap();
+                end + l[end..].len() - l[end..].trim_start().len()
+            };
+            let flags: Vec<&str> = options.lines().filter(|l| l.starts_with("  -")).collect();
+            let want = column(flags[0]);
+            for l in &flags {
+                assert_eq!(column(l), want, "{}: {l:?}", c.name);
+                assert!(!l.contains("[default: "), "{}: {l:?}", c.name);
+            }
+            for l in options.lines().filter(|l| !l.starts_with("  -")) {
+                assert_eq!(l.len() - l.trim_start().len(), want, "{}: {l:?}", c.name);
+                assert!(l.trim_start().starts_with("[env: "), "{}: {l:?}", c.name);
+            }
+        }
     }
 
     #[test]

@@ -181,6 +181,8 @@ impl ServeConfig {
 pub struct PrintTestConfig {
     pub db: PathBuf,
     pub receipts: Receipts,
+    /// How long to wait for the running daemon to print it.
+    pub wait: Duration,
 }
 
 impl PrintTestConfig {
@@ -192,6 +194,7 @@ impl PrintTestConfig {
         Ok(PrintTestConfig {
             db: db(args)?,
             receipts,
+            wait: Duration::from_secs(args.value(&f::WAIT, parse_positive)?),
         })
     }
 }
@@ -208,6 +211,8 @@ pub struct ReportConfig {
     /// `None`: everything is kept.
     pub keep_days: Option<u32>,
     pub receipts: Receipts,
+    /// `--print` through a running daemon: how long to wait for it.
+    pub wait: Duration,
 }
 
 impl ReportConfig {
@@ -227,6 +232,7 @@ impl ReportConfig {
             day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
             keep_days: Some(args.value(&f::REPORT_KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
             receipts,
+            wait: Duration::from_secs(args.value(&f::WAIT, parse_positive)?),
         })
     }
 }
@@ -425,8 +431,12 @@ impl StatusConfig {
 #[derive(Debug, Clone)]
 pub struct SendConfig {
     pub url: Url,
+    /// The path the daemon serves (`--path`), to explain a 404.
+    pub served_path: String,
     pub client_key: String,
     pub secret: String,
+    /// Where the secret came from, to explain a 401.
+    pub secret_from: String,
     pub action: Action,
     pub certificate_id: String,
     pub order_id: Option<String>,
@@ -447,7 +457,11 @@ impl SendConfig {
         args: &Args,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let url = args.value(&f::URL, Url::parse)?;
+        let served_path = args.value(&f::SEND_PATH, parse_path)?;
+        let url = match args.optional(&f::URL, Url::parse)? {
+            Some(url) => url,
+            None => own_url(args, &served_path)?,
+        };
         let challenge = args.optional(&f::CHALLENGE, |v| {
             v.parse::<i64>()
                 .map_err(|_| "want a whole number".to_string())
@@ -460,10 +474,16 @@ impl SendConfig {
             (None, None) => format!("TEST-{}", crate::time::now_millis()),
         };
         let apps = apps(args, env)?;
+        let secret_from = match args.text(&f::SEND_SECRET_FILE) {
+            Some(file) => file,
+            None => "$CREDENTIALS_DIRECTORY/client_secret or COUPOND_CLIENT_SECRET".into(),
+        };
         Ok(SendConfig {
             url,
+            served_path,
             client_key: apps.client_keys[0].clone(),
             secret: apps.secrets[0].clone(),
+            secret_from,
             action: args.value(&f::ACTION, parse_action)?,
             certificate_id,
             order_id: args.text(&f::ORDER_ID),
@@ -480,6 +500,22 @@ impl SendConfig {
             retry_delay: Duration::from_millis(500),
         })
     }
+}
+
+/// The daemon's own webhook URL, from its `--listen` and `--path` (on the box, the
+/// settings file's): an address that listens everywhere is asked on loopback.
+fn own_url(args: &Args, path: &str) -> Result<Url, ConfigError> {
+    let addr = args.value(&f::SEND_LISTEN, |v| match v {
+        "off" => Err("the daemon takes no pushes over HTTP (--listen off): give --url".into()),
+        _ => parse_addr(v),
+    })?;
+    let host = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    Url::parse(&format!("http://{host}:{}{path}", addr.port())).map_err(ConfigError)
 }
 
 fn db(args: &Args) -> Result<PathBuf, ConfigError> {

@@ -305,11 +305,12 @@ impl std::fmt::Display for Facts {
         if let Some(a) = self.action {
             write!(f, " action={a}")?;
         }
+        // Signed fields, quoted when they are not one plain word (sanitize::field).
         if let Some(c) = &self.certificate_id {
-            write!(f, " certificate_id={c}")?;
+            write!(f, " certificate_id={}", crate::sanitize::field(c))?;
         }
         if let Some(l) = &self.log_id {
-            write!(f, " log_id={l}")?;
+            write!(f, " log_id={}", crate::sanitize::field(l))?;
         }
         Ok(())
     }

@@ -16,6 +16,7 @@
 //! The schema version is `PRAGMA user_version`; [`MIGRATIONS`] are numbered and
 //! forward-only. A database newer than this binary is refused, never downgraded.
 
+mod daemon;
 mod day;
 mod ingest;
 mod outputs;

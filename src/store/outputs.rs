@@ -70,7 +70,8 @@ impl Store {
             .optional()
     }
 
-    /// Records delivery attempts in one transaction.
+    /// Records delivery attempts in one transaction. A job given up meanwhile
+    /// ([`Store::cancel_job`]) stays given up unless this attempt delivered it.
     pub fn finish_jobs(&mut self, results: &[Attempt]) -> Result<()> {
         let tx = self.conn.transaction()?;
         let now = time::now_rfc3339();
@@ -83,7 +84,7 @@ impl Store {
             tx.prepare_cached(
                 "UPDATE outputs SET attempts = attempts + 1, state = ?2, last_error = ?3,
                         done_at = CASE ?2 WHEN 'done' THEN ?4 ELSE done_at END
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND (state = 'pending' OR ?2 = 'done')",
             )?
             .execute(params![a.id, state, error, now])?;
         }

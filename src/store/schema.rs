@@ -194,6 +194,15 @@ UPDATE sqlite_master
 PRAGMA writable_schema = RESET;
 "#,
     r#"
+-- What the running daemon has (written at each start, replacing the last run's), so that
+-- `check`, `print-test` and `reprint` tell the truth about what it will do.
+CREATE TABLE daemon (
+    part    TEXT PRIMARY KEY,  -- 'listen', 'display-listen' or an output: 'printer', ...
+    detail  TEXT,              -- its address or destination
+    since   TEXT NOT NULL      -- when that daemon started
+);
+"#,
+    r#"
 -- The end-of-day report (SPEC §15). It counts a day's applied messages by their own
 -- time: this index holds those only, so a year of messages costs a day's rows.
 CREATE INDEX messages_applied_by_time ON messages (msg_time) WHERE outcome = 'applied';

@@ -38,10 +38,7 @@ pub fn coupond() -> Command {
         }
         None => Command::new(BIN),
     };
-    // cargo hands the build script's COUPOND_BUILD_TIME to the tests too; the daemon
-    // would warn that no setting has that name.
     cmd.env_remove("COUPOND_TEST_RUNNER")
-        .env_remove("COUPOND_BUILD_TIME")
         .env("COUPOND_CONFIG", "/dev/null");
     cmd
 }
