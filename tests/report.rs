@@ -559,7 +559,7 @@ fn report_print_goes_through_the_running_daemon() {
     let out = report(
         &d.db,
         SHANGHAI,
-        &["--date", &date, "--print", "--printer", "tcp://127.0.0.1:9"],
+        &["--date", &date, "--print", "--printer", &printer.dest()],
     );
     assert!(out.contains("printed by the running daemon"), "{out}");
     let receipts = printer.wait_receipts(2, Duration::from_secs(20));
