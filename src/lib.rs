@@ -33,6 +33,7 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod closing;
 pub mod commands;
 pub mod config;
 pub mod conns;

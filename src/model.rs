@@ -8,6 +8,7 @@
 
 use crate::coupon::Action;
 use crate::intake::{Intake, Outcome};
+use crate::schedule::Date;
 
 /// Which sinks get a job for a new message: the one output plan. `serve` (through
 /// `sinks::Outputs::plan`), the reverify pass on start and SIGHUP and `coupond reverify`
@@ -188,8 +189,11 @@ pub enum Work {
     /// A signed message that is no coupon event (a challenge, an invalid body): only
     /// the relay's MQTT forward carries it.
     Relayed,
-    /// A job about no message (a print test; next a report, an announcement test).
+    /// A job about no message (a print test; next an announcement test).
     Task(Task),
+    /// The end-of-day report (`Task::Report`), with its numbers as they are when the
+    /// job is taken.
+    Report(Box<DayReport>),
 }
 
 /// A job about no message, as `outputs.work` names it.
@@ -197,20 +201,78 @@ pub enum Work {
 pub enum Task {
     /// `coupond print-test`: a test receipt on the printer.
     PrintTest,
+    /// The end-of-day report on the printer (`--report-at`, `coupond report --print`);
+    /// its day is in `report_jobs`. Never given up.
+    Report,
 }
 
 impl Task {
-    pub const ALL: [Task; 1] = [Task::PrintTest];
+    pub const ALL: [Task; 2] = [Task::PrintTest, Task::Report];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Task::PrintTest => "print_test",
+            Task::Report => "report",
         }
     }
 
     pub fn parse(s: &str) -> Option<Task> {
         Task::ALL.into_iter().find(|t| t.as_str() == s)
     }
+}
+
+/// A business day's report: which day, its window and its numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayReport {
+    pub date: Date,
+    /// `[from, to)`, Unix seconds: `--day-starts` on `date` to the same time the next day.
+    pub from: i64,
+    pub to: i64,
+    pub tally: DayTally,
+}
+
+/// The numbers of one business day, `[from, to)` in Unix seconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayTally {
+    /// Applied verifies (核销).
+    pub verify: i64,
+    /// Applied cancels (撤销), whichever day their verify was.
+    pub verify_cancel: i64,
+    /// Applied refunds (退款).
+    pub refund_success: i64,
+    /// Fen: the known `pay_amount` of the verifies minus that of the cancels.
+    pub pay_amount: i64,
+    /// Fen: the same with `original_amount`.
+    pub original_amount: i64,
+    /// Verifies and cancels whose coupon has no known `pay_amount`.
+    pub without_amount: i64,
+    /// One entry per deal title (`None`: coupons without details), largest count first.
+    pub deals: Vec<Group>,
+    /// One entry per store (`poi_id`; `None`: coupons without details), largest first.
+    pub stores: Vec<Group>,
+    /// Applied messages recovered by catch-up (补录).
+    pub recovered: i64,
+    /// Requests rejected in the window: rows first received in it, with their repeats.
+    pub rejected: i64,
+    /// Output jobs made in the window that failed for good.
+    pub failed_outputs: i64,
+}
+
+impl DayTally {
+    /// Verifies minus cancels.
+    pub fn net(&self) -> i64 {
+        self.verify - self.verify_cancel
+    }
+}
+
+/// A deal's or a store's share of the day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub key: Option<String>,
+    /// Verifies minus cancels.
+    pub count: i64,
+    /// Fen, of the coupons with a known amount; `None` when none of them has one.
+    pub pay_amount: Option<i64>,
 }
 
 /// A pending output job, with what it is to tell.
@@ -244,9 +306,17 @@ impl Job {
         match (&self.work, &self.origin) {
             (Work::Coupon(e), _) => format!("certificate {}", e.certificate_id),
             (Work::Task(t), _) => format!("task {}", t.as_str()),
+            (Work::Report(r), _) => format!("the report of {}", r.date),
             (Work::Relayed, Some(o)) => format!("message {}", o.message_id),
             (Work::Relayed, None) => "a message".into(),
         }
+    }
+
+    /// Whether a failed delivery is retried without limit, whatever the sink: the
+    /// end-of-day report is never given up (SPEC §15), so a printer that is off at
+    /// report time prints it once when it is back.
+    pub fn retries_forever(&self) -> bool {
+        matches!(self.work, Work::Report(_))
     }
 }
 

@@ -185,7 +185,9 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             log::debug!("{name}: output {} delivered", job.id);
             (AttemptOutcome::Done, None)
         }
-        Err(error) if attempts >= max_attempts && !sink.retries_forever() => {
+        Err(error)
+            if attempts >= max_attempts && !sink.retries_forever() && !job.retries_forever() =>
+        {
             let again = match &job.work {
                 Work::Coupon(e) => {
                     format!("; `coupond reprint {}` queues it again", e.certificate_id)

@@ -64,18 +64,31 @@ pub struct Date {
 }
 
 impl Date {
-    fn from_days(days: i64) -> Date {
+    /// The date `days` after 1970-01-01.
+    pub fn from_days(days: i64) -> Date {
         let (year, month, day) = time::civil_from_days(days);
         Date { year, month, day }
     }
 
-    fn days(self) -> i64 {
+    /// Days since 1970-01-01.
+    pub fn days(self) -> i64 {
         time::days_from_civil(self.year, self.month, self.day)
     }
 
     /// The next day.
     pub fn succ(self) -> Date {
         Date::from_days(self.days() + 1)
+    }
+
+    /// The day before.
+    pub fn pred(self) -> Date {
+        Date::from_days(self.days() - 1)
+    }
+
+    /// `YYYY-MM-DD`, or a line saying what a date looks like (`--date`).
+    pub fn parse_arg(s: &str) -> Result<Date, String> {
+        Date::parse(s)
+            .ok_or_else(|| format!("{s:?} is not a date: want YYYY-MM-DD, such as 2026-12-04"))
     }
 
     /// `YYYY-MM-DD`.
@@ -190,11 +203,11 @@ pub async fn wait_until(due: i64, stop: &mut Stop) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A zone 1 h east of UTC, 2 h during `[dst_from, dst_to)`.
-    struct Dst {
+    pub(crate) struct Dst {
         dst_from: i64,
         dst_to: i64,
     }
@@ -209,7 +222,7 @@ mod tests {
         }
     }
 
-    struct Fixed(i64);
+    pub(crate) struct Fixed(pub(crate) i64);
 
     impl Zone for Fixed {
         fn offset(&self, _: i64) -> i64 {
@@ -217,22 +230,22 @@ mod tests {
         }
     }
 
-    fn date(s: &str) -> Date {
+    pub(crate) fn date(s: &str) -> Date {
         Date::parse(s).unwrap()
     }
 
-    fn at(s: &str) -> TimeOfDay {
+    pub(crate) fn at(s: &str) -> TimeOfDay {
         TimeOfDay::parse(s).unwrap()
     }
 
     /// The Unix time of a UTC date and time.
-    fn utc(d: &str, t: &str) -> i64 {
+    pub(crate) fn utc(d: &str, t: &str) -> i64 {
         date(d).days() * 86_400 + at(t).secs()
     }
 
     // 2026-03-29: 02:00 local (01:00 UTC) jumps to 03:00; 2026-10-25: 03:00 local
     // (01:00 UTC) falls back to 02:00.
-    fn europe() -> Dst {
+    pub(crate) fn europe() -> Dst {
         Dst {
             dst_from: utc("2026-03-29", "01:00"),
             dst_to: utc("2026-10-25", "01:00"),

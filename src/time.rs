@@ -92,6 +92,25 @@ pub fn local_datetime(unix_secs: i64) -> String {
     )
 }
 
+/// `unix_secs` as RFC 3339 in the box's local time with its offset, such as
+/// `2026-12-04T04:00:00+08:00`.
+pub fn rfc3339_local(unix_secs: i64) -> String {
+    let offset = utc_offset(unix_secs);
+    let local = unix_secs + offset;
+    let (y, mo, d) = civil_from_days(local.div_euclid(86_400));
+    let tod = local.rem_euclid(86_400);
+    let sign = if offset < 0 { '-' } else { '+' };
+    let off = offset.abs();
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        tod / 3600,
+        tod / 60 % 60,
+        tod % 60,
+        off / 3600,
+        off / 60 % 60
+    )
+}
+
 /// Year, month, day of the proleptic Gregorian calendar for a day count since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`).
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -5,6 +5,7 @@
 pub mod check;
 mod check_links;
 pub mod print_test;
+pub mod report;
 pub mod reprint;
 pub mod reverify;
 pub mod sandbox;

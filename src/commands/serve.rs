@@ -27,6 +27,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::closing;
 use crate::commands::reverify;
 use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
@@ -412,7 +413,7 @@ fn spawn_catchup(
 
 /// Everything beside the webhook, as tasks that end when the stop is given: one
 /// delivery loop per sink (and the MQTT sink's connection), the MQTT source,
-/// retention, the display's port, catch-up and the watchdog.
+/// retention, `--report-at`, the display's port, catch-up and the watchdog.
 #[allow(clippy::too_many_arguments)]
 fn spawn_beside_webhook(
     cfg: &ServeConfig,
@@ -469,6 +470,13 @@ fn spawn_beside_webhook(
     }
     if let Some(days) = cfg.keep_days {
         tasks.spawn(retention::run(writer.clone(), days, stop.clone()));
+    }
+    if let Some(at) = cfg.report_at {
+        let schedule = closing::Schedule {
+            at,
+            day_starts: cfg.day_starts,
+        };
+        tasks.spawn(closing::run(writer.clone(), schedule, stop.clone()));
     }
     if let Some((listener, feed)) = display {
         log::info!(

@@ -32,6 +32,7 @@ pub enum CommandId {
     Reverify,
     Check,
     PrintTest,
+    Report,
 }
 
 /// A subcommand and its flags.
@@ -189,12 +190,64 @@ pub const OUTPUT_ATTEMPTS: Flag = flag(
     Some("60"),
     "delivery attempts per output before it is marked failed (backoff 1 s doubling to 60 s)",
 );
+/// One retention for the daemon that prunes and the report that must not look past it.
+const KEEP_DAYS_DEFAULT: &str = "90";
 pub const KEEP_DAYS: Flag = flag(
     "keep-days",
     "DAYS",
-    Some("90"),
+    Some(KEEP_DAYS_DEFAULT),
     "prune message bodies, delivered outputs and rejects older than this (0: keep all); \
      coupon state and pending work are never pruned",
+);
+pub const POI_NAMES: Flag = flag(
+    "poi-names",
+    "ID=NAME,...",
+    None,
+    "store names for Douyin poi ids, such as 7001=望京店,7002=国贸店: 门店 NAME on \
+     receipts and the end-of-day report's lines (else the id)",
+);
+
+// The end-of-day report (SPEC §15).
+pub const DAY_STARTS: Flag = flag(
+    "day-starts",
+    "HH:MM",
+    Some("00:00"),
+    "local time the business day starts; it ends at the same time the next day (a shop \
+     open past midnight counts its night with the evening before, e.g. 04:00)",
+);
+pub const REPORT_AT: Flag = flag(
+    "report-at",
+    "HH:MM",
+    None,
+    "print the end-of-day report (日结单) of the business day in progress at this local \
+     time every day, once, even across restarts and a printer that was off (needs --printer)",
+);
+/// `report`'s word for the daemon's retention: a day before it is refused.
+pub const REPORT_KEEP_DAYS: Flag = flag(
+    "keep-days",
+    "DAYS",
+    Some(KEEP_DAYS_DEFAULT),
+    "the daemon's --keep-days: a day older than that is refused, its messages may be \
+     pruned (0: keep all)",
+);
+pub const DATE: Flag = flag(
+    "date",
+    "YYYY-MM-DD",
+    None,
+    "the business day to report [default: the one in progress]",
+);
+pub const JSON: Flag = flag(
+    "json",
+    "",
+    None,
+    "print the report as one JSON object (for scripts) instead of text",
+);
+pub const PRINT: Flag = flag(
+    "print",
+    "",
+    None,
+    "also print it as a receipt: through the running daemon when one runs on the \
+     database, else straight to --printer",
 );
 
 // Catch-up (SPEC §11).
@@ -244,12 +297,6 @@ pub const DETAILS_WAIT: Flag = flag(
     Some("3s"),
     "how long a verify's outputs wait for its details after the commit before they go \
      out with what is known (0s: never wait)",
-);
-pub const POI_NAMES: Flag = flag(
-    "poi-names",
-    "ID=NAME[,ID=NAME]",
-    None,
-    "store names for Douyin POI ids, printed as 门店 NAME (else the POI id)",
 );
 // The fleet (SPEC §12): one MQTT broker for headquarters and the store boxes.
 pub const MQTT: Flag = flag(
@@ -383,7 +430,7 @@ pub const SETTINGS_ONLY: Flag = flag(
 );
 
 /// `serve`'s settings; `check` takes the same, to check what `serve` would use.
-const SERVE_FLAGS: [&Flag; 36] = [
+const SERVE_FLAGS: [&Flag; 38] = [
     &CONFIG,
     &LISTEN,
     &PATH,
@@ -402,6 +449,9 @@ const SERVE_FLAGS: [&Flag; 36] = [
     &PRINT_ACTIONS,
     &OUTPUT_ATTEMPTS,
     &KEEP_DAYS,
+    &POI_NAMES,
+    &DAY_STARTS,
+    &REPORT_AT,
     &CATCHUP_ACCOUNT_ID,
     &POI_ID,
     &RECONCILE_EVERY,
@@ -409,7 +459,6 @@ const SERVE_FLAGS: [&Flag; 36] = [
     &DOUYIN_CA,
     &DETAILS,
     &DETAILS_WAIT,
-    &POI_NAMES,
     &MQTT,
     &MQTT_FORWARD,
     &MQTT_SOURCE,
@@ -460,6 +509,30 @@ pub const PRINT_TEST: Command = Command {
         &CONFIG,
         &DB,
         &PRINT_TEST_PRINTER,
+        &PAPER_WIDTH,
+        &STORE_NAME,
+        &PRINTER_STATUS,
+        &SERIAL_BAUD,
+        &WAIT,
+    ],
+};
+
+pub const REPORT: Command = Command {
+    id: CommandId::Report,
+    name: "report",
+    about: "The end-of-day report (日结单) of a business day: verifies, cancels, refunds, \
+            amounts, deals and stores, as text or JSON, or printed",
+    positional: None,
+    flags: &[
+        &CONFIG,
+        &EXISTING_DB,
+        &DATE,
+        &JSON,
+        &PRINT,
+        &DAY_STARTS,
+        &POI_NAMES,
+        &REPORT_KEEP_DAYS,
+        &PRINTER,
         &PAPER_WIDTH,
         &STORE_NAME,
         &PRINTER_STATUS,
@@ -535,6 +608,7 @@ pub const COMMANDS: &[&Command] = &[
     &STATUS,
     &SEND,
     &PRINT_TEST,
+    &REPORT,
     &REPRINT,
     &REVERIFY,
 ];
@@ -687,11 +761,13 @@ fn known_names() -> Vec<String> {
 /// The environment variable that may hold the client secret (never a flag).
 pub const SECRET_VARIABLE: &str = "COUPOND_CLIENT_SECRET";
 
-/// The known name closest to `name` (fewest single-character edits).
+/// The known name closest to `name` (fewest single-character edits; between two as
+/// close, the longer: a dropped letter is the commonest typo, so `COUPOND_PRINTR` is
+/// `COUPOND_PRINTER`, not `report`'s `COUPOND_PRINT`).
 pub fn closest_name(name: &str) -> String {
     known_names()
         .into_iter()
-        .min_by_key(|k| edit_distance(name, k))
+        .min_by_key(|k| (edit_distance(name, k), std::cmp::Reverse(k.len())))
         .unwrap_or_default()
 }
 

@@ -25,8 +25,8 @@ pub use flags::{
 };
 pub use secrets::load_secrets;
 pub use settings::{
-    parse_actions, parse_size, CatchupConfig, PrintTestConfig, ReprintConfig, ReverifyConfig,
-    SendConfig, ServeConfig, StatusConfig,
+    parse_actions, parse_size, CatchupConfig, PrintTestConfig, ReportConfig, ReprintConfig,
+    ReverifyConfig, SendConfig, ServeConfig, StatusConfig,
 };
 
 /// A start-up error: one line that says what to fix.

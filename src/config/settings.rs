@@ -15,6 +15,7 @@ use crate::douyin::ApiUrl;
 use crate::intake::Apps;
 use crate::model::{OutputPlan, SinkKind};
 use crate::mqtt::{self, Broker};
+use crate::schedule::{Date, TimeOfDay};
 use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
 use crate::sinks::{Outputs, Receipts};
@@ -42,6 +43,10 @@ pub struct ServeConfig {
     pub catchup: Option<CatchupConfig>,
     /// `--mqtt-source`.
     pub mqtt_source: Option<Subscriber>,
+    /// The end-of-day report (SPEC §15): when business days start, and the local time
+    /// to print it each day (`--report-at`, only with a printer).
+    pub day_starts: TimeOfDay,
+    pub report_at: Option<TimeOfDay>,
 }
 
 /// Catch-up's settings, validated. The token is asked for the first `--client-key`
@@ -143,6 +148,13 @@ impl ServeConfig {
             }),
             None => None,
         };
+        let receipts = receipts(args)?;
+        let report_at = args.optional(&f::REPORT_AT, TimeOfDay::parse)?;
+        if report_at.is_some() && receipts.printer.is_none() {
+            return Err(ConfigError(
+                "--report-at prints the end-of-day report: set --printer too".into(),
+            ));
+        }
         if listen.is_none() && mqtt_source.is_none() {
             return Err(ConfigError(
                 "--listen off leaves no way in: set --mqtt-source, or a --listen address".into(),
@@ -159,7 +171,7 @@ impl ServeConfig {
             max_body: args.value(&f::MAX_BODY, parse_size)?,
             log_level: args.value(&f::LOG_LEVEL, parse_log_level)?,
             outputs: Outputs {
-                receipts: receipts(args)?,
+                receipts,
                 display: display_listen.is_some(),
                 exec: args.optional(&f::EXEC, parse_command)?,
                 exec_timeout: Duration::from_secs(args.value(&f::EXEC_TIMEOUT, parse_positive)?),
@@ -171,6 +183,8 @@ impl ServeConfig {
             keep_days: Some(args.value(&f::KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
             catchup: CatchupConfig::from_args(args)?,
             mqtt_source,
+            day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
+            report_at,
         })
     }
 }
@@ -198,7 +212,63 @@ impl PrintTestConfig {
     }
 }
 
-/// The printer settings, shared by `serve` and `print-test`.
+/// `coupond report`, validated.
+#[derive(Debug, Clone)]
+pub struct ReportConfig {
+    pub db: PathBuf,
+    /// `None`: the business day in progress.
+    pub date: Option<Date>,
+    pub json: bool,
+    pub print: bool,
+    pub day_starts: TimeOfDay,
+    /// `None`: everything is kept.
+    pub keep_days: Option<u32>,
+    pub receipts: Receipts,
+    /// `--print` through a running daemon: how long to wait for it.
+    pub wait: Duration,
+}
+
+impl ReportConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        let print = args.optional(&f::PRINT, parse_on_off)?.unwrap_or(false);
+        let receipts = receipts(args)?;
+        if print && receipts.printer.is_none() {
+            return Err(ConfigError(
+                "--print needs --printer (or COUPOND_PRINTER in the settings file)".into(),
+            ));
+        }
+        Ok(ReportConfig {
+            db: db(args)?,
+            date: args.optional(&f::DATE, Date::parse_arg)?,
+            json: args.optional(&f::JSON, parse_on_off)?.unwrap_or(false),
+            print,
+            day_starts: args.value(&f::DAY_STARTS, TimeOfDay::parse)?,
+            keep_days: Some(args.value(&f::REPORT_KEEP_DAYS, parse_days)?).filter(|d| *d > 0),
+            receipts,
+            wait: Duration::from_secs(args.value(&f::WAIT, parse_positive)?),
+        })
+    }
+}
+
+/// `ID=NAME,ID=NAME`: a name for each Douyin store id.
+pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, name) = pair
+            .split_once('=')
+            .map(|(i, n)| (i.trim(), n.trim()))
+            .filter(|(i, n)| !i.is_empty() && !n.is_empty())
+            .ok_or_else(|| format!("{pair:?} is not ID=NAME, such as 7001=望京店"))?;
+        if names.iter().any(|(i, _)| i == id) {
+            return Err(format!("poi id {id} is named twice"));
+        }
+        names.push((id.to_string(), name.to_string()));
+    }
+    Ok(names)
+}
+
+/// The printer settings, shared by `serve`, `print-test` and `report` (`--poi-names`
+/// only where the command takes it).
 fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
     Ok(Receipts {
         printer: args.optional(&f::PRINTER, PrinterDest::parse)?,
@@ -210,20 +280,6 @@ fn receipts(args: &Args) -> Result<Receipts, ConfigError> {
             .optional(&f::POI_NAMES, parse_poi_names)?
             .unwrap_or_default(),
     })
-}
-
-/// `ID=NAME[,ID=NAME]`: store names for POI ids.
-pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
-    const WANT: &str = "want ID=NAME[,ID=NAME], such as 7100000000000000123=望京店";
-    comma_list(v, WANT)?
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((id, name)) if !id.trim().is_empty() && !name.trim().is_empty() => {
-                Ok((id.trim().to_string(), name.trim().to_string()))
-            }
-            _ => Err(WANT.to_string()),
-        })
-        .collect()
 }
 
 /// `--details-wait`: a duration, or `0`/`0s` for none.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::backoff;
 use crate::coupon::Action;
-use crate::model::{Job, JobEvent, OutputPlan, SinkKind, Task, Work};
+use crate::model::{DayReport, Job, JobEvent, OutputPlan, SinkKind, Task, Work};
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -28,7 +28,7 @@ pub struct Receipts {
     pub store_name: Option<String>,
     pub printer_status: printer::PrinterStatus,
     pub serial_baud: Option<u32>,
-    /// `--poi-names`: the store's name for a Douyin POI id, printed as 门店 NAME.
+    /// `--poi-names`: the store's name for a Douyin POI id (门店 NAME on receipts; `serve` and `report`).
     pub poi_names: Vec<(String, String)>,
 }
 
@@ -171,8 +171,11 @@ impl Sink {
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        if let Work::Task(Task::PrintTest) = job.work {
-            return self.print_test().await;
+        match &job.work {
+            Work::Task(Task::PrintTest) => return self.print_sheet(Sheet::Test).await,
+            Work::Report(r) => return self.print_sheet(Sheet::Report(r)).await,
+            Work::Task(Task::Report) => return Err("the report's day is missing".into()),
+            Work::Coupon(_) | Work::Relayed => {}
         }
         match self {
             Sink::Printer {
@@ -211,22 +214,39 @@ impl Sink {
         }
     }
 
-    /// A `coupond print-test` job: a test receipt on the printer; other sinks have
-    /// nothing to show for it.
-    async fn print_test(&self) -> Result<(), String> {
+    /// A sheet about no coupon (a print test, the end-of-day report) on the printer;
+    /// other sinks have nothing to show for it.
+    async fn print_sheet(&self, sheet: Sheet<'_>) -> Result<(), String> {
         if let Sink::Printer {
             printer,
             store_name,
             columns,
+            poi_names,
             ..
         } = self
         {
-            let lines = receipt::test_lines(store_name.as_deref(), *columns, time::now_secs());
+            let (now, name) = (time::now_secs(), store_name.as_deref());
+            let (lines, what) = match sheet {
+                Sheet::Test => (
+                    receipt::test_lines(name, *columns, now),
+                    "a test receipt (coupond print-test)".to_string(),
+                ),
+                Sheet::Report(r) => (
+                    receipt::day_lines(r, poi_names, name, now),
+                    format!("the end-of-day report of {}", r.date),
+                ),
+            };
             printer.send(receipt::escpos(&lines, *columns)).await?;
-            log::info!("printer: printed a test receipt (coupond print-test)");
+            log::info!("printer: printed {what}");
         }
         Ok(())
     }
+}
+
+/// A printed sheet that is about no coupon.
+enum Sheet<'a> {
+    Test,
+    Report(&'a DayReport),
 }
 
 /// One line for a person: what happened to which coupon, when.

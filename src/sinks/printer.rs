@@ -133,6 +133,20 @@ impl Printer {
         }
     }
 
+    /// Sends one receipt from a command (no runtime of its own yet), within the time
+    /// limit the outbox gives an attempt.
+    pub fn send_now(&self, receipt: Vec<u8>) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        rt.block_on(async {
+            timeout(TIME_LIMIT, self.send(receipt))
+                .await
+                .map_err(|_| "the printer did not take the receipt in time".to_string())?
+        })
+    }
+
     pub async fn send(&self, receipt: Vec<u8>) -> Result<(), String> {
         match &self.dest {
             PrinterDest::Tcp { host, port } => self.send_tcp(host, *port, &receipt).await,

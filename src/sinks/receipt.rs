@@ -12,8 +12,8 @@
 //! with `…`. The only commands on the paper are the ones [`escpos`] writes.
 
 use crate::coupon::Action;
-use crate::details::{store_name, yuan, Details};
-use crate::model::JobEvent;
+use crate::details::{self, store_name, Details};
+use crate::model::{DayReport, Group, JobEvent};
 use crate::sanitize::{self, RECEIPT_FIELD};
 use crate::sinks::mask_code;
 use crate::time;
@@ -32,6 +32,9 @@ pub enum Line {
     /// Left-aligned text, wrapped; bold for what the counter must see (the deal, the
     /// amount paid).
     Text { text: String, bold: bool },
+    /// Text on the left, a value flush right (a count, an amount); the text wraps and
+    /// the value goes under it when both do not fit on one line.
+    Row(String, String),
 }
 
 /// The width of the label column, in printer columns.
@@ -108,13 +111,13 @@ pub fn details_lines(d: &Details, poi_names: &[(String, String)]) -> Vec<Line> {
     }
     if let Some(pay) = d.pay_amount {
         out.push(Line::Text {
-            text: format!("实付 ￥{}", yuan(pay)),
+            text: format!("实付 {}", yuan(pay)),
             bold: true,
         });
     }
     if let Some(original) = d.original_amount.filter(|o| Some(*o) != d.pay_amount) {
         out.push(Line::Text {
-            text: format!("原价 ￥{}", yuan(original)),
+            text: format!("原价 {}", yuan(original)),
             bold: false,
         });
     }
@@ -158,6 +161,83 @@ pub fn test_lines(store_name: Option<&str>, columns: usize, printed_at: i64) -> 
     out
 }
 
+/// The headline of the end-of-day report (SPEC §15).
+pub const DAY_HEADLINE: &str = "日结单";
+
+/// The content of the end-of-day report for `r`: the window, the counts and sums, one
+/// row per deal, one per store when there are several (named from `poi_names`, else by
+/// id), what was recovered, rejected and failed. Deal titles and store names go through
+/// the sanitizer like every field from Douyin.
+pub fn day_lines(
+    r: &DayReport,
+    poi_names: &[(String, String)],
+    store_name: Option<&str>,
+    printed_at: i64,
+) -> Vec<Line> {
+    let t = &r.tally;
+    let mut out = Vec::new();
+    if let Some(name) = store_name {
+        out.push(Line::Title(sanitize::receipt_field(name)));
+    }
+    out.push(Line::Title(DAY_HEADLINE.into()));
+    out.push(Line::Rule);
+    out.push(Line::Field("营业日", r.date.to_string()));
+    out.push(Line::Field("从", time::local_datetime(r.from)));
+    out.push(Line::Field("到", time::local_datetime(r.to)));
+    out.push(Line::Rule);
+    let count = |label: &str, n: i64| Line::Row(label.into(), n.to_string());
+    out.push(count("核销", t.verify));
+    out.push(count("撤销", t.verify_cancel));
+    out.push(count("退款", t.refund_success));
+    out.push(count("净核销 (核销-撤销)", t.net()));
+    out.push(Line::Row("实付合计".into(), yuan(t.pay_amount)));
+    out.push(Line::Row("原价合计".into(), yuan(t.original_amount)));
+    if t.without_amount > 0 {
+        out.push(count("金额未知 (未计入)", t.without_amount));
+    }
+    let group = |name: String, g: &Group| {
+        let amount = g.pay_amount.map(yuan).unwrap_or_else(|| "金额未知".into());
+        Line::Row(name, format!("x{} {amount}", g.count))
+    };
+    if !t.deals.is_empty() {
+        out.push(Line::Rule);
+        out.push(Line::Center("按商品".into()));
+        for g in &t.deals {
+            let title = g.key.as_deref().map(sanitize::receipt_field);
+            out.push(group(title.unwrap_or_else(|| "(未知商品)".into()), g));
+        }
+    }
+    if t.stores.len() > 1 {
+        out.push(Line::Rule);
+        out.push(Line::Center("按门店".into()));
+        for g in &t.stores {
+            out.push(group(poi_name(g.key.as_deref(), poi_names), g));
+        }
+    }
+    out.push(Line::Rule);
+    out.push(count("补录", t.recovered));
+    out.push(count("拒绝的请求", t.rejected));
+    out.push(count("输出失败", t.failed_outputs));
+    out.push(Line::Field("打印时间", time::local_datetime(printed_at)));
+    out.push(Line::Rule);
+    out
+}
+
+/// A store as the report names it: its `--poi-names` name, else its id.
+pub fn poi_name(poi_id: Option<&str>, poi_names: &[(String, String)]) -> String {
+    let Some(id) = poi_id else {
+        return "(未知门店)".into();
+    };
+    sanitize::receipt_field(store_name(id, poi_names))
+}
+
+/// Fen as yuan with the full-width sign (two bytes in GB18030; the half-width ¥ is four,
+/// which GBK printers garble): `￥99.00`, `-￥15.50`.
+pub fn yuan(fen: i64) -> String {
+    let sign = if fen < 0 { "-" } else { "" };
+    format!("{sign}￥{}", details::yuan(fen.saturating_abs()))
+}
+
 /// Printer columns taken by `s`: CJK and other wide characters take two.
 pub fn width(s: &str) -> usize {
     s.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
@@ -188,6 +268,16 @@ fn field_rows(label: &str, value: &str, columns: usize) -> Vec<String> {
         .collect()
 }
 
+fn row_rows(left: &str, right: &str, columns: usize) -> Vec<String> {
+    let flush = |used: usize| " ".repeat(columns.saturating_sub(used + width(right)).max(1));
+    if width(left) + 1 + width(right) <= columns {
+        return vec![format!("{left}{}{right}", flush(width(left)))];
+    }
+    let mut rows = wrap(left, columns);
+    rows.push(format!("{}{right}", flush(0)));
+    rows
+}
+
 /// The receipt as plain text lines, as wide as the paper.
 pub fn render_text(lines: &[Line], columns: usize) -> Vec<String> {
     let center =
@@ -206,6 +296,7 @@ pub fn render_text(lines: &[Line], columns: usize) -> Vec<String> {
             Line::Rule => vec!["-".repeat(columns)],
             Line::Field(label, value) => field_rows(label, value, columns),
             Line::Text { text, .. } => wrap(text, columns),
+            Line::Row(left, right) => row_rows(left, right, columns),
         })
         .collect()
 }
@@ -264,6 +355,11 @@ pub fn escpos(lines: &[Line], columns: usize) -> Vec<u8> {
                     text(&mut out, &piece);
                 }
                 out.extend_from_slice(BOLD_OFF);
+            }
+            Line::Row(left, right) => {
+                for row in row_rows(left, right, columns) {
+                    text(&mut out, &row);
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 //! forward-only. A database newer than this binary is refused, never downgraded.
 
 mod daemon;
+mod day;
 mod details;
 mod ingest;
 mod outputs;

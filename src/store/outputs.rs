@@ -52,6 +52,15 @@ impl Store {
         })?;
         let mut jobs = rows.collect::<Result<Vec<_>>>()?;
         self.add_details(&mut jobs, held_after)?;
+        // A report is counted when it is printed: whatever came in since it was queued
+        // (a printer that was off all night) is on it.
+        for job in &mut jobs {
+            if let Work::Task(Task::Report) = job.work {
+                if let Some(report) = self.report_job(job.id)? {
+                    job.work = Work::Report(Box::new(report));
+                }
+            }
+        }
         Ok(jobs)
     }
 

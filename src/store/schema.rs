@@ -233,6 +233,29 @@ CREATE TABLE lookups (
 );
 CREATE INDEX lookups_due ON lookups (next_at) WHERE state = 'pending';
 "#,
+    r#"
+-- The end-of-day report (SPEC §15). It counts a day's applied messages by their own
+-- time: this index holds those only, so a year of messages costs a day's rows.
+CREATE INDEX messages_applied_by_time ON messages (msg_time) WHERE outcome = 'applied';
+-- `--report-at`: the last business day whose report was queued for the printer (its
+-- job is never given up), and since when this database has been there to print one: a
+-- report time missed while the daemon was down is printed at the next start only if
+-- the database already existed at that time.
+CREATE TABLE report_schedule (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    since    TEXT NOT NULL,
+    last_day TEXT              -- YYYY-MM-DD
+);
+INSERT INTO report_schedule (id, since) VALUES (1, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+-- A report job (`outputs.work` = 'report'): which business day it prints, `[day_from,
+-- day_to)` in Unix seconds as `--day-starts` made it when it was queued.
+CREATE TABLE report_jobs (
+    output_id INTEGER PRIMARY KEY REFERENCES outputs (id) ON DELETE CASCADE,
+    day       TEXT NOT NULL,
+    day_from  INTEGER NOT NULL,
+    day_to    INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this binary writes (`PRAGMA user_version`).

@@ -135,6 +135,11 @@ impl FakePrinter {
         }
     }
 
+    /// Changes how the printer behaves from now on (paper put back in, say).
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
     pub fn dest(&self) -> String {
         format!("tcp://{}", self.addr)
     }
