@@ -59,5 +59,6 @@ pub mod store;
 pub mod time;
 pub mod tls;
 pub mod url;
+pub mod voice;
 pub mod wire;
 pub mod writer;
