@@ -11,6 +11,7 @@ pub mod exec;
 pub mod mqtt;
 pub mod printer;
 pub mod receipt;
+pub mod speaker;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,125 @@
+//! `--speaker DEVICE` / `--speaker-cmd CMD`: says applied verifies aloud at the counter
+//! (SPEC §14), the way the payment speakers stores already trust do.
+//!
+//! The words come from [`crate::voice`]; the sound is the voice pack's clips, their
+//! samples joined with nothing between them, handed to a player: `aplay` on an ALSA
+//! device (Debian's `alsa-utils`; no audio library is linked into coupond, which keeps
+//! the binary small and its glibc floor low), or any command that reads raw 16 kHz mono
+//! S16LE on its stdin. The player runs contained like a hook (`exec::contained`: a
+//! clean environment, its own process group killed whole), and an announcement is done
+//! when it exits 0. It is killed at [`PLAY_LIMIT`]: a player stuck on a device held by
+//! another program must not hold the queue.
+
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::sinks::exec;
+use crate::voice::wav;
+
+/// The longest one announcement may take to be said, and how late after its commit it
+/// may still be: a late voice confuses.
+pub const PLAY_LIMIT: Duration = Duration::from_secs(60);
+
+/// What plays the samples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Player {
+    /// `--speaker DEVICE`: `aplay` on that ALSA device.
+    Aplay(String),
+    /// `--speaker-cmd CMD`: `/bin/sh -c CMD` with the samples on its stdin.
+    Command(String),
+}
+
+impl Player {
+    fn command(&self) -> Command {
+        match self {
+            Player::Aplay(device) => {
+                let mut c = Command::new("aplay");
+                c.args([
+                    "-q", "-t", "raw", "-f", "S16_LE", "-r", "16000", "-c", "1", "-D",
+                ])
+                .arg(device);
+                c
+            }
+            Player::Command(cmd) => {
+                let mut c = Command::new("/bin/sh");
+                c.arg("-c").arg(cmd);
+                c
+            }
+        }
+    }
+
+    /// The player as the log and errors name it.
+    pub fn name(&self) -> String {
+        match self {
+            Player::Aplay(device) => format!("aplay -D {device}"),
+            Player::Command(_) => "--speaker-cmd".into(),
+        }
+    }
+
+    /// Plays `pcm` (16 kHz mono S16LE): done when the player exits 0 within `limit`
+    /// (at most [`PLAY_LIMIT`]).
+    pub async fn play(&self, pcm: &[u8], limit: Duration) -> Result<(), String> {
+        let name = self.name();
+        let env = exec::passed_on(|k| std::env::var_os(k));
+        let run = exec::contained(self.command(), env, pcm, limit.min(PLAY_LIMIT))
+            .await
+            .map_err(|e| match (self, e.kind()) {
+                (Player::Aplay(_), std::io::ErrorKind::NotFound) => {
+                    "cannot start aplay: not installed (apt-get install alsa-utils)".to_string()
+                }
+                _ => format!("cannot start {name}: {e}"),
+            })?;
+        run.result(&name, "its limit").map(drop)
+    }
+}
+
+/// How long `pcm` takes to say.
+pub fn duration(pcm: &[u8]) -> Duration {
+    Duration::from_millis(pcm.len() as u64 * 1000 / u64::from(wav::RATE * 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_command_gets_exactly_the_samples_on_its_stdin() {
+        let dir = std::env::temp_dir().join(format!("coupond-player-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("heard.raw");
+        let player = Player::Command(format!("cat > '{}'", out.display()));
+        let pcm: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        block_on(player.play(&pcm, PLAY_LIMIT)).unwrap();
+        let heard = std::fs::read(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(heard == pcm, "{} bytes heard of {}", heard.len(), pcm.len());
+    }
+
+    #[test]
+    fn a_failing_or_hanging_player_is_an_error_that_names_it() {
+        let fail = Player::Command("echo 'Device or resource busy' >&2; exit 1".into());
+        let e = block_on(fail.play(b"ab", PLAY_LIMIT)).unwrap_err();
+        assert_eq!(
+            e,
+            "--speaker-cmd exited with status 1: Device or resource busy"
+        );
+        let hang = Player::Command("sleep 30".into());
+        let e = block_on(hang.play(b"ab", Duration::from_millis(200))).unwrap_err();
+        assert!(e.contains("ran past its limit"), "{e}");
+    }
+
+    #[test]
+    fn the_length_of_samples_is_16000_two_byte_samples_a_second() {
+        assert_eq!(duration(&[0; 32_000]), Duration::from_secs(1));
+        assert_eq!(duration(&[0; 8_000]), Duration::from_millis(250));
+    }
+}
