@@ -109,3 +109,353 @@ fn the_package_ships_the_voice_pack_and_recommends_alsa_utils() {
     }
     assert_eq!(coupond::voice::DEFAULT_DIR, "/usr/share/coupond/voice");
 }
+
+/// SPEC §14's clip names and the words they say, written out here rather than taken from
+/// the code under test.
+const CLIPS: [(&str, &str); 23] = [
+    ("0.wav", "零"),
+    ("1.wav", "一"),
+    ("2.wav", "二"),
+    ("3.wav", "三"),
+    ("4.wav", "四"),
+    ("5.wav", "五"),
+    ("6.wav", "六"),
+    ("7.wav", "七"),
+    ("8.wav", "八"),
+    ("9.wav", "九"),
+    ("10.wav", "十"),
+    ("100.wav", "百"),
+    ("1000.wav", "千"),
+    ("10000.wav", "万"),
+    ("100000000.wav", "亿"),
+    ("liang.wav", "两"),
+    ("dian.wav", "点"),
+    ("yuan.wav", "元"),
+    ("douyin.wav", "抖音"),
+    ("verify.wav", "核销成功"),
+    ("verify_cancel.wav", "撤销核销"),
+    ("refund_success.wav", "退款成功"),
+    ("test.wav", "测试"),
+];
+
+/// A voice pack of distinct tones, one per clip, made by the test in `dir`: each clip
+/// a sine of its own pitch and length, so the samples a player gets can be decoded
+/// back to the words, exactly.
+struct TonePack {
+    clips: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl TonePack {
+    fn write(dir: &Path) -> TonePack {
+        std::fs::create_dir_all(dir).unwrap();
+        let clips = CLIPS
+            .iter()
+            .enumerate()
+            .map(|(i, (file, word))| {
+                let hz = 300.0 + 40.0 * i as f64;
+                let n = 400 + 16 * i;
+                let pcm: Vec<u8> = (0..n)
+                    .flat_map(|k| {
+                        let t = k as f64 / f64::from(wav::RATE);
+                        let s = (8000.0 * (2.0 * std::f64::consts::PI * hz * t).sin()) as i16;
+                        s.to_le_bytes()
+                    })
+                    .collect();
+                // A LIST chunk, as recorders write, which the reader must skip.
+                let file_bytes = wav::encode(&pcm, &[(b"LIST", b"INFOISFT\x04\0\0\0test")]);
+                std::fs::write(dir.join(file), file_bytes).unwrap();
+                (*word, pcm)
+            })
+            .collect();
+        TonePack { clips }
+    }
+
+    /// The words `pcm` is made of, joined; panics naming the offset where no clip fits.
+    fn decode(&self, pcm: &[u8]) -> String {
+        let mut words = String::new();
+        let mut at = 0;
+        while at < pcm.len() {
+            let (word, clip) = self
+                .clips
+                .iter()
+                .find(|(_, clip)| pcm[at..].starts_with(clip))
+                .unwrap_or_else(|| panic!("no clip at byte {at} of {} (after {words})", pcm.len()));
+            words += word;
+            at += clip.len();
+        }
+        words
+    }
+}
+
+/// `coupond speak-test` with `args`, its samples captured by `--speaker-cmd`.
+fn speak_test(dir: &Path, args: &[&str]) -> (std::process::Output, Vec<u8>) {
+    let heard = dir.join("heard.raw");
+    let _ = std::fs::remove_file(&heard);
+    let cmd = format!("cat > '{}'", heard.display());
+    let mut all = vec!["speak-test", "--speaker-cmd", &cmd];
+    all.extend_from_slice(args);
+    let out = common::run(&all, &[]);
+    (out, std::fs::read(&heard).unwrap_or_default())
+}
+
+#[test]
+fn speak_test_says_test_douyin_verify_and_the_amount_read_as_mandarin() {
+    let dir = common::Scratch::new("speak-test");
+    let pack = TonePack::write(&dir.path("voice"));
+    let voice = dir.path("voice");
+    let voice = voice.to_str().unwrap();
+    let db = dir.path("coupond.db");
+    let db = db.to_str().unwrap();
+    for (fen, said) in [
+        (None, ""),
+        (Some("9900"), "九十九元"),
+        (Some("0"), "零元"),
+        (Some("1"), "零点零一元"),
+        (Some("50"), "零点五元"),
+        (Some("1005"), "十点零五元"),
+        (Some("12350"), "一百二十三点五元"),
+        (Some("20000"), "两百元"),
+        (Some("200500"), "两千零五元"),
+        (Some("220000"), "两千两百元"),
+        (Some("2000000"), "两万元"),
+        (Some("12000000"), "十二万元"),
+        (Some("1000005"), "一万点零五元"),
+        (Some("200020000"), "两百万零两百元"),
+        (Some("10000000000"), "一亿元"),
+        (
+            Some("123456789012"),
+            "十二亿三千四百五十六万七千八百九十点一二元",
+        ),
+    ] {
+        let mut args = vec!["--voice", voice, "--db", db];
+        if let Some(fen) = fen {
+            args.extend(["--amount", fen]);
+        }
+        let (out, heard) = speak_test(&dir.0, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{fen:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = format!("测试抖音核销成功{said}");
+        assert_eq!(pack.decode(&heard), want, "{fen:?}");
+        assert!(stdout.contains(&want), "{stdout}");
+    }
+}
+
+#[test]
+fn a_missing_or_malformed_clip_is_named_and_left_out_when_spoken() {
+    let dir = common::Scratch::new("speak-test-gaps");
+    let pack = TonePack::write(&dir.path("voice"));
+    std::fs::remove_file(dir.path("voice/yuan.wav")).unwrap();
+    // 44.1 kHz stereo: a common recording that must be converted first.
+    let mut stereo = std::fs::read(dir.path("voice/9.wav")).unwrap();
+    stereo[22] = 2;
+    stereo[24..28].copy_from_slice(&44100u32.to_le_bytes());
+    std::fs::write(dir.path("voice/9.wav"), stereo).unwrap();
+    let voice = dir.path("voice");
+    let db = dir.path("coupond.db");
+    let (out, heard) = speak_test(
+        &dir.0,
+        &[
+            "--voice",
+            voice.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--amount",
+            "9900",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(pack.decode(&heard), "测试抖音核销成功十");
+    assert!(
+        stderr.contains("9.wav (九): ") && stderr.contains("44100 Hz"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("yuan.wav (元): missing"), "{stderr}");
+}
+
+#[test]
+fn speak_test_plays_through_aplay_on_alsas_null_device() {
+    // ./run-tests installs alsa-utils; ALSA's null device needs no sound card.
+    let dir = common::Scratch::new("speak-test-aplay");
+    let db = dir.path("coupond.db");
+    let voice = repo_voice();
+    let out = common::run(
+        &[
+            "speak-test",
+            "--speaker",
+            "null",
+            "--voice",
+            voice.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--amount",
+            "9900",
+        ],
+        &[],
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("said 测试抖音核销成功九十九元 on aplay -D null"),
+        "{text}"
+    );
+}
+
+#[test]
+fn aplay_is_given_raw_16_khz_mono_s16le_for_the_device_and_a_failure_is_an_error() {
+    let dir = common::Scratch::new("speak-test-fake-aplay");
+    let pack = TonePack::write(&dir.path("voice"));
+    // A stand-in aplay first on PATH: it records its arguments and what it was given.
+    let bin = dir.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > '{0}/args'\ncat > '{0}/heard.raw'\n[ -e '{0}/fail' ] || exit 0\necho 'aplay: main:831: audio open error: Device or resource busy' >&2\nexit 1\n",
+        dir.0.display()
+    );
+    std::fs::write(bin.join("aplay"), script).unwrap();
+    std::fs::set_permissions(
+        bin.join("aplay"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let voice = dir.path("voice");
+    let db = dir.path("coupond.db");
+    let args = [
+        "speak-test",
+        "--speaker",
+        "plughw:CARD=Speaker,DEV=0",
+        "--voice",
+        voice.to_str().unwrap(),
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    let out = common::run(&args, &[("PATH", &path)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let argv = std::fs::read_to_string(dir.path("args")).unwrap();
+    assert_eq!(
+        argv.lines().collect::<Vec<_>>(),
+        [
+            "-q",
+            "-t",
+            "raw",
+            "-f",
+            "S16_LE",
+            "-r",
+            "16000",
+            "-c",
+            "1",
+            "-D",
+            "plughw:CARD=Speaker,DEV=0"
+        ]
+    );
+    assert_eq!(
+        pack.decode(&std::fs::read(dir.path("heard.raw")).unwrap()),
+        "测试抖音核销成功"
+    );
+    std::fs::write(dir.path("fail"), "").unwrap();
+    let out = common::run(&args, &[("PATH", &path)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Device or resource busy"), "{stderr}");
+}
+
+/// `coupond check` with the speaker's settings, and the environment `env`.
+fn check(dir: &Path, speaker: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{}\n", common::SECRET)).unwrap();
+    std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (db, secret) = (dir.join("coupond.db"), secret.to_str().unwrap().to_string());
+    let mut args = vec![
+        "check",
+        "--client-key",
+        common::CLIENT_KEY,
+        "--secret-file",
+        &secret,
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+    ];
+    args.extend_from_slice(speaker);
+    let out = common::run(&args, env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        out.status.success(),
+        text + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn check_names_each_missing_or_malformed_clip_and_a_missing_aplay() {
+    let dir = common::Scratch::new("check-voice");
+    let voice = repo_voice();
+    let (ok, text) = check(
+        &dir.0,
+        &["--speaker", "null", "--voice", voice.to_str().unwrap()],
+        &[],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("ok    voice     23 clips in"), "{text}");
+    assert!(
+        text.contains("ok    speaker   aplay on ALSA device null"),
+        "{text}"
+    );
+
+    TonePack::write(&dir.path("voice"));
+    std::fs::remove_file(dir.path("voice/liang.wav")).unwrap();
+    std::fs::write(
+        dir.path("voice/douyin.wav"),
+        b"ID3\x04 an mp3 saved as .wav",
+    )
+    .unwrap();
+    let voice = dir.path("voice");
+    let empty = dir.path("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, text) = check(
+        &dir.0,
+        &[
+            "--speaker",
+            "plughw:0,0",
+            "--voice",
+            voice.to_str().unwrap(),
+        ],
+        &[("PATH", empty.to_str().unwrap())],
+    );
+    assert!(!ok, "{text}");
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(fails.len(), 3, "{text}");
+    assert!(fails[0].contains("liang.wav (两): missing"), "{text}");
+    assert!(
+        fails[1].contains("douyin.wav (抖音): not a WAV file"),
+        "{text}"
+    );
+    assert!(
+        fails[2].contains("aplay is not installed: apt-get install alsa-utils"),
+        "{text}"
+    );
+
+    // Without a speaker the voice pack is not looked at.
+    let (ok, text) = check(&dir.0, &["--voice", "/nonexistent"], &[]);
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.get(6..15).unwrap_or("").trim())
+        .collect();
+    assert!(
+        ok && !lines.contains(&"voice") && !lines.contains(&"speaker"),
+        "{text}"
+    );
+}

@@ -4,12 +4,14 @@
 
 pub mod check;
 mod check_links;
+mod check_speaker;
 pub mod print_test;
 pub mod reprint;
 pub mod reverify;
 pub mod sandbox;
 pub mod send;
 pub mod serve;
+pub mod speak_test;
 pub mod status;
 
 use std::ffi::CString;

@@ -54,6 +54,8 @@ pub struct Outputs {
     pub exec_timeout: Duration,
     /// `--mqtt` and what it publishes.
     pub mqtt: Option<mqtt::Publisher>,
+    /// `--speaker` or `--speaker-cmd`, with the voice pack and what it says.
+    pub speaker: Option<speaker::Settings>,
 }
 
 impl Outputs {

@@ -10,16 +10,27 @@
 //! when it exits 0. It is killed at [`PLAY_LIMIT`]: a player stuck on a device held by
 //! another program must not hold the queue.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::process::Command;
 
+use crate::coupon::Action;
 use crate::sinks::exec;
 use crate::voice::wav;
 
 /// The longest one announcement may take to be said, and how late after its commit it
 /// may still be: a late voice confuses.
 pub const PLAY_LIMIT: Duration = Duration::from_secs(60);
+
+/// The speaker's settings: `--speaker` or `--speaker-cmd`, `--voice`, `--speak-actions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub player: Player,
+    pub voice: PathBuf,
+    /// What is said; `--print-actions` does not gate it.
+    pub actions: Vec<Action>,
+}
 
 /// What plays the samples.
 #[derive(Debug, Clone, PartialEq, Eq)]
