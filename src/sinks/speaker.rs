@@ -17,7 +17,7 @@ use tokio::process::Command;
 
 use crate::coupon::Action;
 use crate::sinks::exec;
-use crate::voice::wav;
+use crate::voice::{self, wav, Token, VoicePack};
 
 /// The longest one announcement may take to be said, and how late after its commit it
 /// may still be: a late voice confuses.
@@ -85,6 +85,78 @@ impl Player {
     }
 }
 
+/// The sink: the player and the voice pack, read once at start.
+pub struct Speaker {
+    player: Player,
+    pack: VoicePack,
+}
+
+/// How an announcement ended, when it did not fail (a failure is retried).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said {
+    Said,
+    /// Not said, and never will be: the note for `last_error`.
+    Dropped(String),
+}
+
+impl Speaker {
+    /// Reads the voice pack, naming each clip it cannot use once, here.
+    pub fn new(settings: &Settings) -> Speaker {
+        let pack = VoicePack::load(&settings.voice);
+        for problem in &pack.problems {
+            log::warn!("speaker: voice pack: {problem}; this word is left out when spoken");
+        }
+        log::info!(
+            "speaker: {} with the voice pack in {} ({} of {} clips)",
+            settings.player.name(),
+            settings.voice.display(),
+            Token::ALL.len() - pack.problems.len(),
+            Token::ALL.len()
+        );
+        Speaker {
+            player: settings.player.clone(),
+            pack,
+        }
+    }
+
+    /// The outbox's limit for one attempt: over [`PLAY_LIMIT`], so that the player's own
+    /// limit (which kills its process group) always acts first.
+    pub fn time_limit(&self) -> Duration {
+        PLAY_LIMIT + Duration::from_secs(2)
+    }
+
+    /// The wait before retry number `attempt`: short, since the announcement is only
+    /// worth saying within [`PLAY_LIMIT`] of its commit.
+    pub fn retry_wait(attempt: i64) -> Duration {
+        const WAITS: [u64; 4] = [1, 2, 4, 8];
+        Duration::from_secs(WAITS[(attempt.clamp(1, 4) - 1) as usize])
+    }
+
+    /// Says `words` for a message committed `age` ago. Past [`PLAY_LIMIT`] it is
+    /// dropped unsaid; a player still waiting for a busy device is stopped soon after
+    /// the window closes, so a late voice never starts long after it.
+    pub async fn say(&self, words: &[Token], age: Duration) -> Result<Said, String> {
+        let said = voice::hanzi(words);
+        if age >= PLAY_LIMIT {
+            return Ok(Said::Dropped(format!(
+                "not said: {}s after the commit, past the {}s an announcement is worth",
+                age.as_secs(),
+                PLAY_LIMIT.as_secs()
+            )));
+        }
+        let pcm = self.pack.say(words);
+        if pcm.is_empty() {
+            return Ok(Said::Dropped(format!(
+                "not said: no clip of {said} could be read (coupond check names them)"
+            )));
+        }
+        let limit = PLAY_LIMIT - age + duration(&pcm) + Duration::from_secs(1);
+        self.player.play(&pcm, limit).await?;
+        log::info!("speaker: said {said}");
+        Ok(Said::Said)
+    }
+}
+
 /// How long `pcm` takes to say.
 pub fn duration(pcm: &[u8]) -> Duration {
     Duration::from_millis(pcm.len() as u64 * 1000 / u64::from(wav::RATE * 2))
@@ -126,6 +198,48 @@ mod tests {
         let hang = Player::Command("sleep 30".into());
         let e = block_on(hang.play(b"ab", Duration::from_millis(200))).unwrap_err();
         assert!(e.contains("ran past its limit"), "{e}");
+    }
+
+    #[test]
+    fn an_announcement_is_said_within_a_minute_of_its_commit_or_dropped_with_a_note() {
+        let dir = std::env::temp_dir().join(format!("coupond-speaker-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, t) in Token::ALL.iter().enumerate() {
+            std::fs::write(dir.join(t.file_name()), wav::encode(&[i as u8, 1], &[])).unwrap();
+        }
+        let heard = dir.join("heard");
+        let speaker = Speaker::new(&Settings {
+            player: Player::Command(format!("cat >> '{}'", heard.display())),
+            voice: dir.clone(),
+            actions: vec![Action::Verify],
+        });
+        let words = [Token::Douyin, Token::Verify, Token::Digit(2), Token::Yuan];
+        let said = block_on(speaker.say(&words, Duration::from_secs(59)));
+        let late = block_on(speaker.say(&words, PLAY_LIMIT));
+        let bytes = std::fs::read(&heard).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(said, Ok(Said::Said));
+        assert_eq!(bytes, [18, 1, 19, 1, 2, 1, 17, 1]);
+        let Ok(Said::Dropped(note)) = late else {
+            panic!("{late:?}")
+        };
+        assert!(note.contains("not said: 60s after the commit"), "{note}");
+        // A pack with no clip at all says nothing, and that is no reason to retry.
+        let empty = Speaker::new(&Settings {
+            player: Player::Command("exit 1".into()),
+            voice: dir.join("none"),
+            actions: vec![],
+        });
+        let nothing = block_on(empty.say(&words, Duration::ZERO));
+        assert!(
+            matches!(nothing, Ok(Said::Dropped(n)) if n.contains("no clip of 抖音核销成功二元"))
+        );
+    }
+
+    #[test]
+    fn retries_come_soon_since_the_window_is_a_minute() {
+        let waits: Vec<u64> = (0..7).map(|a| Speaker::retry_wait(a).as_secs()).collect();
+        assert_eq!(waits, [1, 1, 2, 4, 8, 8, 8]);
     }
 
     #[test]
