@@ -19,7 +19,7 @@ _coupond() {
         print-test) COMPREPLY=($(compgen -W "--config --db --printer --paper-width --store-name --printer-status --serial-baud --wait --help" -- "$cur")) ;;
         speak-test) COMPREPLY=($(compgen -W "--config --db --speaker --speaker-cmd --voice --amount --help" -- "$cur")) ;;
         reprint) COMPREPLY=($(compgen -W "--config --db --help" -- "$cur")) ;;
-        reverify) COMPREPLY=($(compgen -W "--config --db --client-key --secret-file --printer --display-listen --exec --print-actions --mqtt --mqtt-forward --help" -- "$cur")) ;;
+        reverify) COMPREPLY=($(compgen -W "--config --db --client-key --secret-file --printer --display-listen --exec --print-actions --mqtt --mqtt-forward --speaker --speaker-cmd --speak-actions --help" -- "$cur")) ;;
     esac
 }
 complete -F _coupond coupond

@@ -23,6 +23,8 @@ pub struct OutputPlan {
     /// `--details on`: an applied message's coupon gets its details (SPEC §13), from a
     /// recovered record that carries them or by a lookup queued with the message.
     details: bool,
+    /// `--speaker` (or `--speaker-cmd`): the actions it says (`--speak-actions`).
+    speaker: Option<Vec<Action>>,
 }
 
 impl OutputPlan {
@@ -34,7 +36,15 @@ impl OutputPlan {
             actions,
             mqtt,
             details: false,
+            speaker: None,
         }
+    }
+
+    /// The plan with the speaker on, saying `actions` (`--print-actions` does not gate
+    /// it).
+    pub fn speaking(mut self, actions: Vec<Action>) -> OutputPlan {
+        self.speaker = Some(actions);
+        self
     }
 
     /// The same plan with the details lookup on or off (`--details`).
@@ -51,6 +61,7 @@ impl OutputPlan {
     pub fn kinds(&self) -> Vec<SinkKind> {
         let mut kinds = self.sinks.clone();
         kinds.extend(self.mqtt.map(|_| SinkKind::Mqtt));
+        kinds.extend(self.speaker.as_ref().map(|_| SinkKind::Speaker));
         kinds
     }
 
@@ -72,6 +83,13 @@ impl OutputPlan {
         if let Some(forward) = self.mqtt {
             if Publish::of(forward, source, outcome).any() {
                 jobs.push(SinkKind::Mqtt);
+            }
+        }
+        // Spoken: applied messages of the speaker's actions, as they happen; never one
+        // catch-up recovered (old news: SPEC §14).
+        if let (Some(says), Some(a)) = (&self.speaker, action) {
+            if outcome == Outcome::Applied && says.contains(&a) && source != Source::Reconcile {
+                jobs.push(SinkKind::Speaker);
             }
         }
         jobs
@@ -218,6 +236,9 @@ impl Task {
 pub struct Job {
     pub id: i64,
     pub attempts: i64,
+    /// Since when its news is news, in ms since the epoch: its message's arrival (a
+    /// push recovered by reverify keeps its first arrival), or when it was queued.
+    pub since_ms: i64,
     pub reprint: bool,
     pub work: Work,
     /// The message as it came, for the sinks that pass it on (MQTT); `None` for a
@@ -402,6 +423,9 @@ pub enum AttemptOutcome {
     Retry(String),
     /// Failed with this error for the last time: the job is `failed`.
     GiveUp(String),
+    /// Not delivered, and never to be (an announcement past its minute): the job is
+    /// `done`, with this note in `last_error`.
+    Dropped(String),
 }
 
 /// The kinds of output, in the order the daemon builds them.
@@ -414,15 +438,18 @@ pub enum SinkKind {
     Log,
     /// `--mqtt`: events to headquarters and, with `--mqtt-forward`, pushes to the boxes.
     Mqtt,
+    /// `--speaker`: says applied verifies aloud.
+    Speaker,
 }
 
 impl SinkKind {
-    pub const ALL: [SinkKind; 5] = [
+    pub const ALL: [SinkKind; 6] = [
         SinkKind::Printer,
         SinkKind::Display,
         SinkKind::Exec,
         SinkKind::Log,
         SinkKind::Mqtt,
+        SinkKind::Speaker,
     ];
 
     /// The `outputs.sink` word.
@@ -433,6 +460,7 @@ impl SinkKind {
             SinkKind::Exec => "exec",
             SinkKind::Log => "log",
             SinkKind::Mqtt => "mqtt",
+            SinkKind::Speaker => "speaker",
         }
     }
 
@@ -448,6 +476,7 @@ impl SinkKind {
             SinkKind::Exec => "--exec",
             SinkKind::Log => "no output flag",
             SinkKind::Mqtt => "--mqtt",
+            SinkKind::Speaker => "--speaker",
         }
     }
 
@@ -547,5 +576,31 @@ mod tests {
             .jobs_for(Source::Push, Outcome::Applied, None)
             .is_empty());
         assert_eq!(plan.kinds(), own);
+    }
+
+    #[test]
+    fn the_speaker_says_applied_messages_of_its_own_actions_and_never_recovered_ones() {
+        let plan = OutputPlan::new(vec![SinkKind::Log], vec![Action::RefundSuccess], None)
+            .speaking(vec![Action::Verify]);
+        let spoken = |source, outcome, action| {
+            plan.jobs_for(source, outcome, Some(action))
+                .contains(&SinkKind::Speaker)
+        };
+        use Outcome::*;
+        use Source::*;
+        for source in [Push, Mqtt, Test] {
+            assert!(spoken(source, Applied, Action::Verify), "{source:?}");
+        }
+        assert!(!spoken(Reconcile, Applied, Action::Verify));
+        assert!(!spoken(Push, Applied, Action::RefundSuccess));
+        assert!(!spoken(Push, Stale, Action::Verify));
+        assert!(!spoken(Push, Duplicate, Action::Verify));
+        assert!(plan.jobs_for(Push, Applied, None).is_empty());
+        // --print-actions does not gate it: a verify is said without a log line.
+        assert_eq!(
+            plan.jobs_for(Push, Applied, Some(Action::Verify)),
+            [SinkKind::Speaker]
+        );
+        assert_eq!(plan.kinds(), [SinkKind::Log, SinkKind::Speaker]);
     }
 }

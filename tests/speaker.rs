@@ -459,3 +459,260 @@ fn check_names_each_missing_or_malformed_clip_and_a_missing_aplay() {
         "{text}"
     );
 }
+
+/// A `--speaker-cmd` that keeps each announcement it is given, in order, as
+/// `NNNN.raw` in `dir` (written under another name first, so a file that shows is whole).
+struct Ears {
+    dir: std::path::PathBuf,
+}
+
+impl Ears {
+    fn new(dir: std::path::PathBuf) -> Ears {
+        std::fs::create_dir_all(&dir).unwrap();
+        Ears { dir }
+    }
+
+    fn cmd(&self) -> String {
+        let d = self.dir.display();
+        format!(
+            "n=$(printf %04d $(ls '{d}' | grep -c 'raw$')); cat > '{d}/part' && mv '{d}/part' '{d}/'$n.raw"
+        )
+    }
+
+    fn heard(&self, pack: &TonePack) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "raw"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| pack.decode(&std::fs::read(p).unwrap()))
+            .collect()
+    }
+}
+
+/// A daemon whose speaker is `Ears`, with a tone voice pack, and `extra` flags.
+fn speaking_daemon(dir: &common::Scratch, extra: &[&str]) -> (common::Daemon, Ears, TonePack) {
+    let pack = TonePack::write(&dir.path("voice"));
+    let ears = Ears::new(dir.path("heard"));
+    let voice = dir.path("voice");
+    let opts = common::Opts::default()
+        .args(&[
+            "--speaker-cmd",
+            &ears.cmd(),
+            "--voice",
+            voice.to_str().unwrap(),
+        ])
+        .args(extra);
+    (common::Daemon::start_with(&dir.0, opts), ears, pack)
+}
+
+/// `(state, attempts, last_error)` of each speaker job, oldest first.
+fn speaker_jobs(d: &common::Daemon) -> Vec<(String, i64, Option<String>)> {
+    common::outputs(d, "speaker")
+}
+
+#[test]
+fn applied_verifies_are_said_in_order_and_nothing_else_is() {
+    let dir = common::Scratch::new("speaker-verifies");
+    let (d, ears, pack) = speaking_daemon(&dir, &["--print-actions", "refund_success"]);
+    let t = 1_700_000_000;
+    for (action, at, cert) in [
+        ("verify", t, "S-1"),
+        ("verify", t + 1, "S-2"),
+        ("verify_cancel", t + 2, "S-1"),
+        // Stale (older than the cancel): recorded, never said.
+        ("verify", t - 10, "S-1"),
+        ("refund_success", t + 3, "S-2"),
+        ("verify", t + 4, "S-3"),
+    ] {
+        assert_eq!(d.push(&common::coupon(action, at, cert)).status, 200);
+    }
+    // A redelivery is no new announcement.
+    assert_eq!(d.push(&common::coupon("verify", t + 4, "S-3")).status, 200);
+    common::wait_until(
+        "three announcements",
+        std::time::Duration::from_secs(20),
+        || speaker_jobs(&d).iter().filter(|j| j.0 == "done").count() == 3,
+    );
+    assert_eq!(ears.heard(&pack), ["抖音核销成功"; 3]);
+    assert_eq!(speaker_jobs(&d).len(), 3, "{}", d.log_text());
+    assert!(
+        d.log_text().contains("speaker: said 抖音核销成功"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn speak_actions_choose_what_is_said_and_a_test_push_says_test_first() {
+    let dir = common::Scratch::new("speaker-actions");
+    let (d, ears, pack) =
+        speaking_daemon(&dir, &["--speak-actions", "verify_cancel,refund_success"]);
+    let secret = d.dir.join("secret");
+    let url = d.url();
+    for args in [
+        vec!["--certificate-id", "T-1"],
+        vec!["--certificate-id", "T-1", "--action", "verify_cancel"],
+        vec!["--certificate-id", "T-2", "--action", "refund_success"],
+    ] {
+        let out = common::send(&url, &secret, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    common::wait_until(
+        "two announcements",
+        std::time::Duration::from_secs(20),
+        || ears.heard(&pack).len() == 2,
+    );
+    assert_eq!(ears.heard(&pack), ["测试抖音撤销核销", "测试抖音退款成功"]);
+}
+
+#[test]
+fn a_speaker_that_hangs_or_fails_never_delays_a_webhook_answer_and_is_retried() {
+    let dir = common::Scratch::new("speaker-hangs");
+    let pack = TonePack::write(&dir.path("voice"));
+    let ears = Ears::new(dir.path("heard"));
+    let (started, release) = (dir.path("started"), dir.path("release"));
+    // The first announcement hangs until the test releases it; the next attempt of
+    // the one after fails once; then everything is heard.
+    let cmd = format!(
+        "if [ ! -e '{s}' ]; then touch '{s}'; while [ ! -e '{r}' ]; do sleep 0.05; done; exit 1; fi; \
+         if [ ! -e '{s}.2' ]; then touch '{s}.2'; echo 'Device or resource busy' >&2; exit 1; fi; {}",
+        ears.cmd(),
+        s = started.display(),
+        r = release.display()
+    );
+    let voice = dir.path("voice");
+    let opts =
+        common::Opts::default().args(&["--speaker-cmd", &cmd, "--voice", voice.to_str().unwrap()]);
+    let d = common::Daemon::start_with(&dir.0, opts);
+    assert_eq!(
+        d.push(&common::coupon("verify", 1_700_000_000, "H-1"))
+            .status,
+        200
+    );
+    common::wait_until(
+        "the speaker to hang",
+        std::time::Duration::from_secs(20),
+        || started.exists(),
+    );
+    // While it hangs, pushes are answered, and their announcements wait their turn.
+    for (i, cert) in ["H-2", "H-3"].iter().enumerate() {
+        let r = d.push(&common::coupon("verify", 1_700_000_001 + i as i64, cert));
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert!(!release.exists() && ears.heard(&pack).is_empty());
+    std::fs::write(&release, "").unwrap();
+    common::wait_until(
+        "every announcement said",
+        std::time::Duration::from_secs(30),
+        || speaker_jobs(&d).iter().all(|j| j.0 == "done"),
+    );
+    assert_eq!(ears.heard(&pack), ["抖音核销成功"; 3]);
+    let jobs = speaker_jobs(&d);
+    assert_eq!(jobs[0].1, 3, "hung, busy, said: {jobs:?}");
+    let log = d.log_text();
+    assert!(log.contains("Device or resource busy"), "{log}");
+    assert_eq!((jobs[1].1, jobs[2].1), (1, 1), "{jobs:?}");
+}
+
+#[test]
+fn an_announcement_not_said_within_a_minute_of_its_commit_is_dropped_with_a_note() {
+    let dir = common::Scratch::new("speaker-late");
+    let pack = TonePack::write(&dir.path("voice"));
+    let ears = Ears::new(dir.path("heard"));
+    let unplugged = dir.path("unplugged");
+    std::fs::write(&unplugged, "").unwrap();
+    let cmd = format!(
+        "if [ -e '{u}' ]; then echo 'aplay: main:831: audio open error: No such file or directory' >&2; exit 1; fi; {}",
+        ears.cmd(),
+        u = unplugged.display()
+    );
+    let voice = dir.path("voice");
+    let opts =
+        common::Opts::default().args(&["--speaker-cmd", &cmd, "--voice", voice.to_str().unwrap()]);
+    let d = common::Daemon::start_with(&dir.0, opts);
+    assert_eq!(
+        d.push(&common::coupon("verify", 1_700_000_000, "L-1"))
+            .status,
+        200
+    );
+    common::wait_until(
+        "a failed attempt",
+        std::time::Duration::from_secs(20),
+        || speaker_jobs(&d).first().is_some_and(|j| j.1 >= 1),
+    );
+    // A minute passes (the job's commit moved back), then the speaker is plugged in:
+    // the old news is not said, the job is done with a note.
+    d.sql()
+        .execute(
+            "UPDATE outputs SET created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-61 seconds')
+             WHERE sink = 'speaker'",
+            [],
+        )
+        .unwrap();
+    std::fs::remove_file(&unplugged).unwrap();
+    common::wait_until(
+        "the late job dropped",
+        std::time::Duration::from_secs(30),
+        || speaker_jobs(&d).first().is_some_and(|j| j.0 == "done"),
+    );
+    let (_, _, note) = &speaker_jobs(&d)[0];
+    assert!(
+        note.as_deref().unwrap_or("").contains("not said: 6"),
+        "{note:?}"
+    );
+    assert!(ears.heard(&pack).is_empty());
+    // The next one is said.
+    assert_eq!(
+        d.push(&common::coupon("verify", 1_700_000_001, "L-2"))
+            .status,
+        200
+    );
+    common::wait_until("the next said", std::time::Duration::from_secs(20), || {
+        ears.heard(&pack).len() == 1
+    });
+}
+
+#[test]
+fn a_coupon_recovered_by_catch_up_is_never_said() {
+    use common::fake_douyin::{FakeDouyin, FakeRecord};
+    let fake = FakeDouyin::start(common::CLIENT_KEY, common::SECRET);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Catch-up sweeps up to a minute ago.
+    fake.add(FakeRecord::verified("7001000000000000009", t - 300));
+    let dir = common::Scratch::new("speaker-catchup");
+    let catchup = common::catchup_opts(&fake);
+    let (d, ears, pack) = speaking_daemon(
+        &dir,
+        &catchup.args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    common::wait_until(
+        "the recovered coupon logged",
+        std::time::Duration::from_secs(20),
+        || common::outputs(&d, "log").iter().any(|j| j.0 == "done"),
+    );
+    // A push after it is said: the speaker works, and the recovered one had no job.
+    assert_eq!(d.push(&common::coupon("verify", t, "R-2")).status, 200);
+    common::wait_until("the push said", std::time::Duration::from_secs(20), || {
+        ears.heard(&pack).len() == 1
+    });
+    assert_eq!(speaker_jobs(&d).len(), 1, "{}", d.log_text());
+    assert_eq!(
+        common::query_i64(
+            &d.sql(),
+            "SELECT count(*) FROM outputs o JOIN messages m ON m.id = o.message_id
+             WHERE o.sink = 'speaker' AND m.source = 'reconcile'"
+        ),
+        0
+    );
+}

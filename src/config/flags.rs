@@ -574,6 +574,9 @@ pub const REVERIFY: Command = Command {
         &PRINT_ACTIONS,
         &MQTT,
         &MQTT_FORWARD,
+        &SPEAKER,
+        &SPEAKER_CMD,
+        &SPEAK_ACTIONS,
     ],
 };
 

@@ -442,14 +442,21 @@ impl ReverifyConfig {
         let forward = args
             .optional(&f::MQTT_FORWARD, parse_on_off)?
             .unwrap_or(false);
+        let plan = OutputPlan::new(
+            SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
+            args.value(&f::PRINT_ACTIONS, parse_actions)?,
+            mqtt.map(|_| forward),
+        );
+        // A recovered push is said only within a minute of its first arrival, which is
+        // to say almost never; but its job is queued as the daemon would queue it.
+        let plan = match player(args)? {
+            Some(_) => plan.speaking(args.value(&f::SPEAK_ACTIONS, parse_actions)?),
+            None => plan,
+        };
         Ok(ReverifyConfig {
             db: db(args)?,
             apps: apps(args, env)?,
-            plan: OutputPlan::new(
-                SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
-                args.value(&f::PRINT_ACTIONS, parse_actions)?,
-                mqtt.map(|_| forward),
-            ),
+            plan,
         })
     }
 }

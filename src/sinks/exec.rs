@@ -379,6 +379,7 @@ pub(crate) mod tests {
         Job {
             id: 7,
             attempts: 0,
+            since_ms: 1_795_538_923_438,
             reprint: false,
             work: Work::Coupon(JobEvent {
                 message_id: 12,

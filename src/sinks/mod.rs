@@ -61,7 +61,7 @@ pub struct Outputs {
 impl Outputs {
     /// The output plan of these settings with `--print-actions` `actions`.
     pub fn plan(&self, actions: &[Action]) -> OutputPlan {
-        OutputPlan::new(
+        let plan = OutputPlan::new(
             SinkKind::configured(
                 self.receipts.printer.is_some(),
                 self.display,
@@ -69,7 +69,11 @@ impl Outputs {
             ),
             actions.to_vec(),
             self.mqtt.as_ref().map(|p| p.forward),
-        )
+        );
+        match &self.speaker {
+            Some(s) => plan.speaking(s.actions.clone()),
+            None => plan,
+        }
     }
 
     /// Every configured sink: the store's own, then MQTT.
@@ -98,6 +102,9 @@ impl Outputs {
                     }),
                     SinkKind::Log => Sink::Log,
                     SinkKind::Mqtt => Sink::Mqtt(Box::new(mqtt::MqttSink::new(self.mqtt.clone()?))),
+                    SinkKind::Speaker => {
+                        Sink::Speaker(Box::new(speaker::Speaker::new(self.speaker.as_ref()?)))
+                    }
                 })
             })
             .map(Arc::new)
@@ -124,6 +131,17 @@ pub enum Sink {
     Log,
     /// `--mqtt`: publishes to the broker, done on its PUBACK.
     Mqtt(Box<mqtt::MqttSink>),
+    /// `--speaker`: says it aloud, done when the player exits 0.
+    Speaker(Box<speaker::Speaker>),
+}
+
+/// How a delivery that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Done,
+    /// Not delivered, and never to be: the note for `last_error` (an announcement
+    /// past its minute).
+    Dropped(String),
 }
 
 impl Sink {
@@ -134,6 +152,7 @@ impl Sink {
             Sink::Exec(_) => SinkKind::Exec,
             Sink::Log => SinkKind::Log,
             Sink::Mqtt(_) => SinkKind::Mqtt,
+            Sink::Speaker(_) => SinkKind::Speaker,
         }
     }
 
@@ -141,7 +160,8 @@ impl Sink {
     /// crash (a receipt, a hook); many for idempotent, cheap ones.
     pub fn batch(&self) -> usize {
         match self {
-            Sink::Printer { .. } | Sink::Exec(_) => 1,
+            // One announcement at a time, in order; each is worth a minute at most.
+            Sink::Printer { .. } | Sink::Exec(_) | Sink::Speaker(_) => 1,
             // Each publish waits for its PUBACK; many per round make a backlog after an
             // outage cost a handful of commits, and a repeat is harmless (at least once).
             Sink::Display(_) | Sink::Log | Sink::Mqtt(_) => 64,
@@ -154,6 +174,7 @@ impl Sink {
             Sink::Exec(e) => e.time_limit(),
             Sink::Display(_) | Sink::Log => Duration::from_secs(1),
             Sink::Mqtt(_) => mqtt::TIME_LIMIT,
+            Sink::Speaker(s) => s.time_limit(),
         }
     }
 
@@ -163,21 +184,23 @@ impl Sink {
     pub fn retry_wait(&self, attempt: i64) -> Duration {
         match self {
             Sink::Mqtt(_) => Duration::from_secs(1),
+            Sink::Speaker(_) => speaker::Speaker::retry_wait(attempt),
             _ => backoff::OUTBOX.wait(attempt),
         }
     }
 
     /// Whether a failed job is retried without limit: a broker outage of any length is
-    /// not a bad message (SPEC §12), so `--output-attempts` does not apply.
+    /// not a bad message (SPEC §12), so `--output-attempts` does not apply; an
+    /// announcement is retried until its minute is over, then dropped (its own limit).
     pub fn retries_forever(&self) -> bool {
-        matches!(self, Sink::Mqtt(_))
+        matches!(self, Sink::Mqtt(_) | Sink::Speaker(_))
     }
 
-    pub async fn deliver(&self, job: &Job) -> Result<(), String> {
+    pub async fn deliver(&self, job: &Job) -> Result<Delivered, String> {
         if let Work::Task(Task::PrintTest) = job.work {
-            return self.print_test().await;
+            return self.print_test().await.map(|()| Delivered::Done);
         }
-        match self {
+        let told = match self {
             Sink::Printer {
                 printer,
                 store_name,
@@ -211,7 +234,9 @@ impl Sink {
                 Ok(())
             }
             Sink::Mqtt(m) => m.deliver(job).await,
-        }
+            Sink::Speaker(s) => return s.deliver(job).await,
+        };
+        told.map(|()| Delivered::Done)
     }
 
     /// A `coupond print-test` job: a test receipt on the printer; other sinks have

@@ -16,7 +16,9 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::coupon::Action;
-use crate::sinks::exec;
+use crate::model::Job;
+use crate::sinks::{exec, Delivered};
+use crate::time;
 use crate::voice::{self, wav, Token, VoicePack};
 
 /// The longest one announcement may take to be said, and how late after its commit it
@@ -91,14 +93,6 @@ pub struct Speaker {
     pack: VoicePack,
 }
 
-/// How an announcement ended, when it did not fail (a failure is retried).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Said {
-    Said,
-    /// Not said, and never will be: the note for `last_error`.
-    Dropped(String),
-}
-
 impl Speaker {
     /// Reads the voice pack, naming each clip it cannot use once, here.
     pub fn new(settings: &Settings) -> Speaker {
@@ -132,13 +126,22 @@ impl Speaker {
         Duration::from_secs(WAITS[(attempt.clamp(1, 4) - 1) as usize])
     }
 
+    /// Says what `job` is about: its coupon's action (and amount, once its details are
+    /// known), with 测试 first for a test push.
+    pub async fn deliver(&self, job: &Job) -> Result<Delivered, String> {
+        let event = job.coupon()?;
+        let words = voice::announcement(event.test(), event.action, None);
+        let age = time::now_millis().saturating_sub(job.since_ms).max(0);
+        self.say(&words, Duration::from_millis(age as u64)).await
+    }
+
     /// Says `words` for a message committed `age` ago. Past [`PLAY_LIMIT`] it is
     /// dropped unsaid; a player still waiting for a busy device is stopped soon after
     /// the window closes, so a late voice never starts long after it.
-    pub async fn say(&self, words: &[Token], age: Duration) -> Result<Said, String> {
+    pub async fn say(&self, words: &[Token], age: Duration) -> Result<Delivered, String> {
         let said = voice::hanzi(words);
         if age >= PLAY_LIMIT {
-            return Ok(Said::Dropped(format!(
+            return Ok(Delivered::Dropped(format!(
                 "not said: {}s after the commit, past the {}s an announcement is worth",
                 age.as_secs(),
                 PLAY_LIMIT.as_secs()
@@ -146,14 +149,14 @@ impl Speaker {
         }
         let pcm = self.pack.say(words);
         if pcm.is_empty() {
-            return Ok(Said::Dropped(format!(
+            return Ok(Delivered::Dropped(format!(
                 "not said: no clip of {said} could be read (coupond check names them)"
             )));
         }
         let limit = PLAY_LIMIT - age + duration(&pcm) + Duration::from_secs(1);
         self.player.play(&pcm, limit).await?;
         log::info!("speaker: said {said}");
-        Ok(Said::Said)
+        Ok(Delivered::Done)
     }
 }
 
@@ -218,9 +221,9 @@ mod tests {
         let late = block_on(speaker.say(&words, PLAY_LIMIT));
         let bytes = std::fs::read(&heard).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(said, Ok(Said::Said));
+        assert_eq!(said, Ok(Delivered::Done));
         assert_eq!(bytes, [18, 1, 19, 1, 2, 1, 17, 1]);
-        let Ok(Said::Dropped(note)) = late else {
+        let Ok(Delivered::Dropped(note)) = late else {
             panic!("{late:?}")
         };
         assert!(note.contains("not said: 60s after the commit"), "{note}");
@@ -232,7 +235,7 @@ mod tests {
         });
         let nothing = block_on(empty.say(&words, Duration::ZERO));
         assert!(
-            matches!(nothing, Ok(Said::Dropped(n)) if n.contains("no clip of 抖音核销成功二元"))
+            matches!(nothing, Ok(Delivered::Dropped(n)) if n.contains("no clip of 抖音核销成功二元"))
         );
     }
 
