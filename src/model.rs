@@ -215,19 +215,34 @@ pub enum Work {
 pub enum Task {
     /// `coupond print-test`: a test receipt on the printer.
     PrintTest,
+    /// `coupond speak-test [--amount FEN]`: a test announcement on the speaker.
+    SpeakTest(Option<u64>),
 }
 
 impl Task {
-    pub const ALL: [Task; 1] = [Task::PrintTest];
+    /// One of each kind, for the round trip through the database.
+    pub const ALL: [Task; 3] = [
+        Task::PrintTest,
+        Task::SpeakTest(None),
+        Task::SpeakTest(Some(9900)),
+    ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The `outputs.work` word: `print_test`, `speak_test`, or `speak_test:FEN`.
+    pub fn word(self) -> String {
         match self {
-            Task::PrintTest => "print_test",
+            Task::PrintTest => "print_test".into(),
+            Task::SpeakTest(None) => "speak_test".into(),
+            Task::SpeakTest(Some(fen)) => format!("speak_test:{fen}"),
         }
     }
 
     pub fn parse(s: &str) -> Option<Task> {
-        Task::ALL.into_iter().find(|t| t.as_str() == s)
+        match s.split_once(':') {
+            None if s == "print_test" => Some(Task::PrintTest),
+            None if s == "speak_test" => Some(Task::SpeakTest(None)),
+            Some(("speak_test", fen)) => Some(Task::SpeakTest(Some(fen.parse().ok()?))),
+            _ => None,
+        }
     }
 }
 
@@ -264,7 +279,7 @@ impl Job {
     pub fn subject(&self) -> String {
         match (&self.work, &self.origin) {
             (Work::Coupon(e), _) => format!("certificate {}", e.certificate_id),
-            (Work::Task(t), _) => format!("task {}", t.as_str()),
+            (Work::Task(t), _) => format!("task {}", t.word()),
             (Work::Relayed, Some(o)) => format!("message {}", o.message_id),
             (Work::Relayed, None) => "a message".into(),
         }
@@ -576,6 +591,24 @@ mod tests {
             .jobs_for(Source::Push, Outcome::Applied, None)
             .is_empty());
         assert_eq!(plan.kinds(), own);
+    }
+
+    #[test]
+    fn a_task_word_carries_the_speak_tests_amount() {
+        for task in Task::ALL {
+            assert_eq!(Task::parse(&task.word()), Some(task));
+        }
+        assert_eq!(Task::SpeakTest(Some(1005)).word(), "speak_test:1005");
+        for bad in [
+            "",
+            "speak_test:",
+            "speak_test:-1",
+            "speak_test:x",
+            "print_test:1",
+            "other",
+        ] {
+            assert_eq!(Task::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

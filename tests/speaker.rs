@@ -716,3 +716,86 @@ fn a_coupon_recovered_by_catch_up_is_never_said() {
         0
     );
 }
+
+#[test]
+fn speak_test_goes_through_the_running_daemons_speaker_and_is_recorded_either_way() {
+    let dir = common::Scratch::new("speak-test-daemon");
+    let (mut d, ears, pack) = speaking_daemon(&dir, &[]);
+    let db = d.db.to_str().unwrap().to_string();
+    // No speaker flag: the daemon's own speaker and voice pack say it.
+    let out = common::run(&["speak-test", "--db", &db, "--amount", "9900"], &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("queued the test announcement (测试抖音核销成功九十九元)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("said by the running daemon"), "{stdout}");
+    assert_eq!(ears.heard(&pack), ["测试抖音核销成功九十九元"]);
+    // A push queued behind it is said after it.
+    assert_eq!(
+        d.push(&common::coupon("verify", 1_700_000_000, "ST-1"))
+            .status,
+        200
+    );
+    common::wait_until("the push said", std::time::Duration::from_secs(20), || {
+        ears.heard(&pack).len() == 2
+    });
+    assert_eq!(d.terminate(), Some(0));
+
+    // With no daemon, it is said directly and recorded as a job about no message.
+    let voice = dir.path("voice");
+    let (out, heard) = speak_test(
+        &dir.0,
+        &[
+            "--db",
+            &db,
+            "--voice",
+            voice.to_str().unwrap(),
+            "--amount",
+            "1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(pack.decode(&heard), "测试抖音核销成功零点零一元");
+    let c = common::open_db(std::path::Path::new(&db));
+    let rows: Vec<(Option<i64>, Option<String>, String, String)> = c
+        .prepare(
+            "SELECT message_id, work, state, sink FROM outputs WHERE work IS NOT NULL ORDER BY id",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let want = |w: &str| {
+        (
+            None,
+            Some(w.to_string()),
+            "done".to_string(),
+            "speaker".to_string(),
+        )
+    };
+    assert_eq!(rows, [want("speak_test:9900"), want("speak_test:1")]);
+}
+
+#[test]
+fn speak_test_without_a_daemon_or_a_speaker_says_what_it_needs() {
+    let dir = common::Scratch::new("speak-test-none");
+    let db = dir.path("coupond.db");
+    let out = common::run(&["speak-test", "--db", db.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs --speaker DEVICE or --speaker-cmd CMD"),
+        "{stderr}"
+    );
+}

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::process::Command;
 
 use crate::coupon::Action;
-use crate::model::Job;
+use crate::model::{Job, Task, Work};
 use crate::sinks::{exec, Delivered};
 use crate::time;
 use crate::voice::{self, wav, Token, VoicePack};
@@ -127,10 +127,14 @@ impl Speaker {
     }
 
     /// Says what `job` is about: its coupon's action (and amount, once its details are
-    /// known), with 测试 first for a test push.
+    /// known), with 测试 first for a test push; or `coupond speak-test`'s announcement.
     pub async fn deliver(&self, job: &Job) -> Result<Delivered, String> {
-        let event = job.coupon()?;
-        let words = voice::announcement(event.test(), event.action, None);
+        let words = match &job.work {
+            Work::Coupon(e) => voice::announcement(e.test(), e.action, None),
+            Work::Task(Task::SpeakTest(amount)) => voice::speak_test(*amount),
+            // Never queued for the speaker: nothing to say.
+            Work::Task(Task::PrintTest) | Work::Relayed => return Ok(Delivered::Done),
+        };
         let age = time::now_millis().saturating_sub(job.since_ms).max(0);
         self.say(&words, Duration::from_millis(age as u64)).await
     }

@@ -150,6 +150,11 @@ pub fn announcement(test: bool, action: Action, pay_amount: Option<u64>) -> Vec<
     words
 }
 
+/// What `coupond speak-test` says: `test douyin verify [AMOUNT yuan]`.
+pub fn speak_test(pay_amount: Option<u64>) -> Vec<Token> {
+    announcement(true, Action::Verify, pay_amount)
+}
+
 /// The words as one string of characters, for a log line.
 pub fn hanzi(words: &[Token]) -> String {
     words.iter().map(|t| t.hanzi()).collect()
