@@ -799,3 +799,36 @@ fn speak_test_without_a_daemon_or_a_speaker_says_what_it_needs() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_daemon_says_a_verify_through_aplay_on_alsas_null_device() {
+    // ./run-tests installs alsa-utils; ALSA's null device needs no sound card.
+    let dir = common::Scratch::new("speaker-aplay");
+    let voice = repo_voice();
+    let opts =
+        common::Opts::default().args(&["--speaker", "null", "--voice", voice.to_str().unwrap()]);
+    let d = common::Daemon::start_with(&dir.0, opts);
+    assert_eq!(
+        d.push(&common::coupon("verify", 1_700_000_000, "A-1"))
+            .status,
+        200
+    );
+    common::wait_until(
+        "the announcement played",
+        std::time::Duration::from_secs(20),
+        || speaker_jobs(&d).first().is_some_and(|j| j.0 == "done"),
+    );
+    assert_eq!(
+        speaker_jobs(&d)[0],
+        ("done".to_string(), 1, None),
+        "{}",
+        d.log_text()
+    );
+    let log = d.log_text();
+    assert!(
+        log.contains("speaker: aplay -D null with the voice pack in")
+            && log.contains("(23 of 23 clips)"),
+        "{log}"
+    );
+    assert!(log.contains("speaker: said 抖音核销成功"), "{log}");
+}
