@@ -448,6 +448,19 @@ fn check_names_each_missing_or_malformed_clip_and_a_missing_aplay() {
         "{text}"
     );
 
+    // A voice directory that is not there is one line, not one per clip.
+    let (ok, text) = check(
+        &dir.0,
+        &["--speaker-cmd", "cat", "--voice", "/nonexistent"],
+        &[],
+    );
+    let fails: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(!ok && fails.len() == 1, "{text}");
+    assert!(
+        fails[0].contains("/nonexistent: no such directory"),
+        "{text}"
+    );
+
     // Without a speaker the voice pack is not looked at.
     let (ok, text) = check(&dir.0, &["--voice", "/nonexistent"], &[]);
     let lines: Vec<&str> = text

@@ -25,15 +25,13 @@ fn voice(pack: &VoicePack) -> Vec<Line> {
             format!("{} clips in {}", Token::ALL.len(), pack.dir.display()),
         )];
     }
+    let effect = match pack.usable() {
+        0 => "nothing can be said",
+        _ => "that word is left out when spoken",
+    };
     pack.problems
         .iter()
-        .map(|p| {
-            line(
-                Level::Fail,
-                "voice",
-                format!("{p}: the word is left out when spoken"),
-            )
-        })
+        .map(|p| line(Level::Fail, "voice", format!("{p}: {effect}")))
         .collect()
 }
 

@@ -104,7 +104,7 @@ impl Speaker {
             "speaker: {} with the voice pack in {} ({} of {} clips)",
             settings.player.name(),
             settings.voice.display(),
-            Token::ALL.len() - pack.problems.len(),
+            pack.usable(),
             Token::ALL.len()
         );
         Speaker {

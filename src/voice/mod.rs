@@ -172,10 +172,21 @@ pub struct VoicePack {
 }
 
 impl VoicePack {
-    /// Reads every clip of `dir`. Never fails: what cannot be used is in `problems`.
+    /// Reads every clip of `dir`. Never fails: what cannot be used is in `problems`
+    /// (one line for a directory that is not there at all).
     pub fn load(dir: &Path) -> VoicePack {
         let mut clips = Vec::with_capacity(Token::ALL.len());
         let mut problems = Vec::new();
+        if !dir.is_dir() {
+            return VoicePack {
+                dir: dir.to_path_buf(),
+                clips: vec![None; Token::ALL.len()],
+                problems: vec![format!(
+                    "{}: no such directory, so no clip at all (--voice; the package installs {DEFAULT_DIR})",
+                    dir.display()
+                )],
+            };
+        }
         for token in Token::ALL {
             let path = dir.join(token.file_name());
             match read_clip(&path) {
@@ -191,6 +202,11 @@ impl VoicePack {
             clips,
             problems,
         }
+    }
+
+    /// How many of the [`Token::ALL`] clips could be read.
+    pub fn usable(&self) -> usize {
+        self.clips.iter().filter(|c| c.is_some()).count()
     }
 
     /// The samples of `words`, joined with nothing between them; a clip that could
@@ -286,5 +302,10 @@ mod tests {
         assert_eq!(hanzi(&words), "抖音核销成功十点五元");
         // douyin (18), verify (19), ten (10), dian left out, five (5), yuan left out.
         assert_eq!(pack.say(&words), [18, 0, 19, 0, 10, 0, 5, 0]);
+        assert_eq!(pack.usable(), Token::ALL.len() - 2);
+        let none = VoicePack::load(&dir.join("not-there"));
+        assert_eq!(none.problems.len(), 1, "{:?}", none.problems);
+        assert!(none.problems[0].contains("no such directory"));
+        assert_eq!((none.usable(), none.say(&words).len()), (0, 0));
     }
 }
