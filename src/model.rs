@@ -88,7 +88,7 @@ impl OutputPlan {
         // Spoken: applied messages of the speaker's actions, as they happen; never one
         // catch-up recovered (old news: SPEC §14).
         if let (Some(says), Some(a)) = (&self.speaker, action) {
-            if outcome == Outcome::Applied && says.contains(&a) && source != Source::Reconcile {
+            if outcome == Outcome::Applied && says.contains(&a) && source != Source::Catchup {
                 jobs.push(SinkKind::Speaker);
             }
         }
@@ -624,7 +624,7 @@ mod tests {
         for source in [Push, Mqtt, Test] {
             assert!(spoken(source, Applied, Action::Verify), "{source:?}");
         }
-        assert!(!spoken(Reconcile, Applied, Action::Verify));
+        assert!(!spoken(Catchup, Applied, Action::Verify));
         assert!(!spoken(Push, Applied, Action::RefundSuccess));
         assert!(!spoken(Push, Stale, Action::Verify));
         assert!(!spoken(Push, Duplicate, Action::Verify));
