@@ -845,3 +845,24 @@ fn the_daemon_says_a_verify_through_aplay_on_alsas_null_device() {
     );
     assert!(log.contains("speaker: said 抖音核销成功"), "{log}");
 }
+
+#[test]
+fn speak_test_beside_a_daemon_without_a_speaker_says_it_directly_and_says_so() {
+    let dir = common::Scratch::new("speak-test-no-speaker");
+    let d = common::Daemon::start(&dir.0);
+    let pack = TonePack::write(&dir.path("voice"));
+    let voice = dir.path("voice");
+    let db = d.db.to_str().unwrap().to_string();
+    let (out, heard) = speak_test(&dir.0, &["--db", &db, "--voice", voice.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the running coupond has no speaker"),
+        "{stdout}"
+    );
+    assert_eq!(pack.decode(&heard), "测试抖音核销成功");
+}
