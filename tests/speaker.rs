@@ -866,3 +866,63 @@ fn speak_test_beside_a_daemon_without_a_speaker_says_it_directly_and_says_so() {
     );
     assert_eq!(pack.decode(&heard), "测试抖音核销成功");
 }
+
+#[test]
+fn check_judges_the_voice_pack_and_the_sound_device_as_the_installed_unit_sees_them() {
+    let dir = common::Scratch::new("check-speaker-unit");
+    let secret = dir.path("secret");
+    std::fs::write(&secret, format!("{}\n", common::SECRET)).unwrap();
+    let config = dir.path("coupond.env");
+    std::fs::write(
+        &config,
+        format!(
+            "COUPOND_CLIENT_KEY={}\nCOUPOND_SECRET_FILE={}\nCOUPOND_LISTEN=127.0.0.1:0\n\
+             COUPOND_SPEAKER=plughw:7,0\nCOUPOND_VOICE=/tmp/coupond-voice-{}\n",
+            common::CLIENT_KEY,
+            secret.display(),
+            std::process::id()
+        ),
+    )
+    .unwrap();
+    // The repository's unit, reading this settings file.
+    let units = dir.path("units");
+    std::fs::create_dir_all(&units).unwrap();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/coupond.service"),
+    )
+    .unwrap()
+    .replace(
+        "ExecStart=/usr/bin/coupond serve",
+        &format!(
+            "ExecStart=/usr/bin/coupond serve --config {}",
+            config.display()
+        ),
+    );
+    std::fs::write(units.join("coupond.service"), unit).unwrap();
+    let out = common::run(
+        &["check", "--config", config.to_str().unwrap()],
+        &[("SYSTEMD_UNIT_PATH", units.to_str().unwrap())],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let voice = text
+        .lines()
+        .find(|l| l.starts_with("FAIL  voice"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        voice.contains("private /tmp") && voice.contains("/etc/coupond/voice"),
+        "{voice}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("FAIL  voice"))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL  speaker")
+                && l.contains("plughw:7,0: no /dev/snd/pcmC7D0p")),
+        "{text}"
+    );
+}

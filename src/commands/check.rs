@@ -150,7 +150,7 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
     out.push(details);
     out.extend(super::check_links::brokers(&cfg));
     if let Some(speaker) = &cfg.outputs.speaker {
-        out.extend(super::check_speaker::lines(speaker));
+        out.extend(super::check_speaker::lines(speaker, sandbox.as_ref()));
     }
     out
 }
