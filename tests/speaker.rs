@@ -429,7 +429,7 @@ fn check_names_each_missing_or_malformed_clip_and_a_missing_aplay() {
         &dir.0,
         &[
             "--speaker",
-            "plughw:0,0",
+            "plughw:CARD=Speaker,DEV=0",
             "--voice",
             voice.to_str().unwrap(),
         ],
