@@ -926,3 +926,57 @@ fn check_judges_the_voice_pack_and_the_sound_device_as_the_installed_unit_sees_t
         "{text}"
     );
 }
+
+#[test]
+fn the_amount_said_is_what_the_customer_paid_from_the_coupons_details() {
+    use common::fake_douyin::{FakeDeal, FakeDouyin, ACCOUNT};
+    let fake = FakeDouyin::start(common::CLIENT_KEY, common::SECRET);
+    let deals = [
+        ("D-1", 9900, "九十九元"),
+        ("D-2", 1005, "十点零五元"),
+        ("D-3", 20_020_000, "二十万零两百元"),
+    ];
+    for (cert, pay, _) in deals {
+        fake.sell(FakeDeal::new(
+            cert,
+            &format!("O-{cert}"),
+            "套餐",
+            pay,
+            pay + 100,
+        ));
+    }
+    let dir = common::Scratch::new("speaker-details");
+    let catchup = common::catchup_opts(&fake);
+    let (d, ears, pack) = speaking_daemon(
+        &dir,
+        &catchup.args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let push = |cert: &str, at: i64| {
+        let content = serde_json::json!({
+            "action": "verify", "msg_time": at,
+            "certificate": {"certificate_id": cert, "order_id": format!("O-{cert}"), "account_id": ACCOUNT},
+        });
+        let body = format!(
+            r#"{{"event":"life_trade_certificate_notify","client_key":"{}","content":{}}}"#,
+            common::CLIENT_KEY,
+            serde_json::Value::String(content.to_string())
+        );
+        assert_eq!(d.push(&body).status, 200);
+    };
+    for (i, (cert, _, _)) in deals.iter().enumerate() {
+        push(cert, 1_700_000_000 + i as i64);
+    }
+    // Douyin does not know this one: said without an amount once the answer is in.
+    push("D-4", 1_700_000_010);
+    common::wait_until(
+        "four announcements",
+        std::time::Duration::from_secs(60),
+        || ears.heard(&pack).len() == 4,
+    );
+    let mut want: Vec<String> = deals
+        .iter()
+        .map(|(_, _, said)| format!("抖音核销成功{said}"))
+        .collect();
+    want.push("抖音核销成功".into());
+    assert_eq!(ears.heard(&pack), want, "{}", d.log_text());
+}

@@ -130,7 +130,13 @@ impl Speaker {
     /// known), with 测试 first for a test push; or `coupond speak-test`'s announcement.
     pub async fn deliver(&self, job: &Job) -> Result<Delivered, String> {
         let words = match &job.work {
-            Work::Coupon(e) => voice::announcement(e.test(), e.action, None),
+            Work::Coupon(e) => {
+                // What the customer paid, once the details are known (SPEC §13); the
+                // outbox holds the job up to --details-wait for them.
+                let paid = e.details.as_ref().and_then(|d| d.pay_amount);
+                let paid = paid.and_then(|fen| u64::try_from(fen).ok());
+                voice::announcement(e.test(), e.action, paid)
+            }
             Work::Task(Task::SpeakTest(amount)) => voice::speak_test(*amount),
             // Never queued for the speaker: nothing to say.
             Work::Task(Task::PrintTest) | Work::Relayed => return Ok(Delivered::Done),
