@@ -3,7 +3,9 @@
 
 use std::process::ExitCode;
 
-use crate::commands::{check, print_test, report, reprint, reverify, send, serve, status};
+use crate::commands::{
+    check, print_test, report, reprint, reverify, send, serve, speak_test, status,
+};
 use crate::config::{self, Args, CommandId, ConfigError, Parsed, COMMANDS};
 use crate::sanitize;
 
@@ -126,6 +128,7 @@ fn run(args: &Args, argv: &[String], env: &Env) -> Result<Ran, Failed> {
         }
         CommandId::PrintTest => print_test::run(&config::PrintTestConfig::from_args(args)?)?,
         CommandId::Report => report::run(&config::ReportConfig::from_args(args)?)?,
+        CommandId::SpeakTest => speak_test::run(&config::SpeakTestConfig::from_args(args)?)?,
         CommandId::Status => status::run(&config::StatusConfig::from_args(args)?)?,
         CommandId::Send => {
             if !send::run(&config::SendConfig::from_args(args, env)?)? {

@@ -17,7 +17,8 @@
 //!   message, applies [`coupon`]'s state rule and queues output jobs;
 //! - **sinks**, the ways out: the [`outbox`] delivers the jobs after the answer through
 //!   [`sinks`] (the receipt printer, the counter display, a hook, or the log; and the
-//!   broker, for headquarters and the store boxes).
+//!   broker, for headquarters and the store boxes; and the speaker, which says an applied
+//!   verify aloud with [`voice`]'s clips).
 //!
 //! Around them: [`config`] (flags and environment, validated once), [`cli`] and
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task
@@ -60,5 +61,6 @@ pub mod store;
 pub mod time;
 pub mod tls;
 pub mod url;
+pub mod voice;
 pub mod wire;
 pub mod writer;

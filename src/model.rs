@@ -24,6 +24,8 @@ pub struct OutputPlan {
     /// `--details on`: an applied message's coupon gets its details (SPEC §13), from a
     /// recovered record that carries them or by a lookup queued with the message.
     details: bool,
+    /// `--speaker` (or `--speaker-cmd`): the actions it says (`--speak-actions`).
+    speaker: Option<Vec<Action>>,
 }
 
 impl OutputPlan {
@@ -35,7 +37,15 @@ impl OutputPlan {
             actions,
             mqtt,
             details: false,
+            speaker: None,
         }
+    }
+
+    /// The plan with the speaker on, saying `actions` (`--print-actions` does not gate
+    /// it).
+    pub fn speaking(mut self, actions: Vec<Action>) -> OutputPlan {
+        self.speaker = Some(actions);
+        self
     }
 
     /// The same plan with the details lookup on or off (`--details`).
@@ -52,6 +62,7 @@ impl OutputPlan {
     pub fn kinds(&self) -> Vec<SinkKind> {
         let mut kinds = self.sinks.clone();
         kinds.extend(self.mqtt.map(|_| SinkKind::Mqtt));
+        kinds.extend(self.speaker.as_ref().map(|_| SinkKind::Speaker));
         kinds
     }
 
@@ -73,6 +84,13 @@ impl OutputPlan {
         if let Some(forward) = self.mqtt {
             if Publish::of(forward, source, outcome).any() {
                 jobs.push(SinkKind::Mqtt);
+            }
+        }
+        // Spoken: applied messages of the speaker's actions, as they happen; never one
+        // catch-up recovered (old news: SPEC §14).
+        if let (Some(says), Some(a)) = (&self.speaker, action) {
+            if outcome == Outcome::Applied && says.contains(&a) && source != Source::Catchup {
+                jobs.push(SinkKind::Speaker);
             }
         }
         jobs
@@ -204,20 +222,37 @@ pub enum Task {
     /// The end-of-day report on the printer (`--report-at`, `coupond report --print`);
     /// its day is in `report_jobs`. Never given up.
     Report,
+    /// `coupond speak-test [--amount FEN]`: a test announcement on the speaker.
+    SpeakTest(Option<u64>),
 }
 
 impl Task {
-    pub const ALL: [Task; 2] = [Task::PrintTest, Task::Report];
+    /// One of each kind, for the round trip through the database.
+    pub const ALL: [Task; 4] = [
+        Task::PrintTest,
+        Task::Report,
+        Task::SpeakTest(None),
+        Task::SpeakTest(Some(9900)),
+    ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The `outputs.work` word: `print_test`, `report`, `speak_test`, or `speak_test:FEN`.
+    pub fn word(self) -> String {
         match self {
-            Task::PrintTest => "print_test",
-            Task::Report => "report",
+            Task::PrintTest => "print_test".into(),
+            Task::Report => "report".into(),
+            Task::SpeakTest(None) => "speak_test".into(),
+            Task::SpeakTest(Some(fen)) => format!("speak_test:{fen}"),
         }
     }
 
     pub fn parse(s: &str) -> Option<Task> {
-        Task::ALL.into_iter().find(|t| t.as_str() == s)
+        match s.split_once(':') {
+            None if s == "print_test" => Some(Task::PrintTest),
+            None if s == "report" => Some(Task::Report),
+            None if s == "speak_test" => Some(Task::SpeakTest(None)),
+            Some(("speak_test", fen)) => Some(Task::SpeakTest(Some(fen.parse().ok()?))),
+            _ => None,
+        }
     }
 }
 
@@ -280,6 +315,9 @@ pub struct Group {
 pub struct Job {
     pub id: i64,
     pub attempts: i64,
+    /// Since when its news is news, in ms since the epoch: its message's arrival (a
+    /// push recovered by reverify keeps its first arrival), or when it was queued.
+    pub since_ms: i64,
     pub reprint: bool,
     pub work: Work,
     /// The message as it came, for the sinks that pass it on (MQTT); `None` for a
@@ -305,7 +343,7 @@ impl Job {
     pub fn subject(&self) -> String {
         match (&self.work, &self.origin) {
             (Work::Coupon(e), _) => format!("certificate {}", e.certificate_id),
-            (Work::Task(t), _) => format!("task {}", t.as_str()),
+            (Work::Task(t), _) => format!("task {}", t.word()),
             (Work::Report(r), _) => format!("the report of {}", r.date),
             (Work::Relayed, Some(o)) => format!("message {}", o.message_id),
             (Work::Relayed, None) => "a message".into(),
@@ -472,6 +510,9 @@ pub enum AttemptOutcome {
     Retry(String),
     /// Failed with this error for the last time: the job is `failed`.
     GiveUp(String),
+    /// Not delivered, and never to be (an announcement past its minute): the job is
+    /// `done`, with this note in `last_error`.
+    Dropped(String),
 }
 
 /// The kinds of output, in the order the daemon builds them.
@@ -484,15 +525,18 @@ pub enum SinkKind {
     Log,
     /// `--mqtt`: events to headquarters and, with `--mqtt-forward`, pushes to the boxes.
     Mqtt,
+    /// `--speaker`: says applied verifies aloud.
+    Speaker,
 }
 
 impl SinkKind {
-    pub const ALL: [SinkKind; 5] = [
+    pub const ALL: [SinkKind; 6] = [
         SinkKind::Printer,
         SinkKind::Display,
         SinkKind::Exec,
         SinkKind::Log,
         SinkKind::Mqtt,
+        SinkKind::Speaker,
     ];
 
     /// The `outputs.sink` word.
@@ -503,6 +547,7 @@ impl SinkKind {
             SinkKind::Exec => "exec",
             SinkKind::Log => "log",
             SinkKind::Mqtt => "mqtt",
+            SinkKind::Speaker => "speaker",
         }
     }
 
@@ -518,6 +563,7 @@ impl SinkKind {
             SinkKind::Exec => "--exec",
             SinkKind::Log => "no output flag",
             SinkKind::Mqtt => "--mqtt",
+            SinkKind::Speaker => "--speaker",
         }
     }
 
@@ -617,5 +663,49 @@ mod tests {
             .jobs_for(Source::Push, Outcome::Applied, None)
             .is_empty());
         assert_eq!(plan.kinds(), own);
+    }
+
+    #[test]
+    fn a_task_word_carries_the_speak_tests_amount() {
+        for task in Task::ALL {
+            assert_eq!(Task::parse(&task.word()), Some(task));
+        }
+        assert_eq!(Task::SpeakTest(Some(1005)).word(), "speak_test:1005");
+        for bad in [
+            "",
+            "speak_test:",
+            "speak_test:-1",
+            "speak_test:x",
+            "print_test:1",
+            "other",
+        ] {
+            assert_eq!(Task::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_speaker_says_applied_messages_of_its_own_actions_and_never_recovered_ones() {
+        let plan = OutputPlan::new(vec![SinkKind::Log], vec![Action::RefundSuccess], None)
+            .speaking(vec![Action::Verify]);
+        let spoken = |source, outcome, action| {
+            plan.jobs_for(source, outcome, Some(action))
+                .contains(&SinkKind::Speaker)
+        };
+        use Outcome::*;
+        use Source::*;
+        for source in [Push, Mqtt, Test] {
+            assert!(spoken(source, Applied, Action::Verify), "{source:?}");
+        }
+        assert!(!spoken(Catchup, Applied, Action::Verify));
+        assert!(!spoken(Push, Applied, Action::RefundSuccess));
+        assert!(!spoken(Push, Stale, Action::Verify));
+        assert!(!spoken(Push, Duplicate, Action::Verify));
+        assert!(plan.jobs_for(Push, Applied, None).is_empty());
+        // --print-actions does not gate it: a verify is said without a log line.
+        assert_eq!(
+            plan.jobs_for(Push, Applied, Some(Action::Verify)),
+            [SinkKind::Speaker]
+        );
+        assert_eq!(plan.kinds(), [SinkKind::Log, SinkKind::Speaker]);
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::model::{Attempt, AttemptOutcome, Job, Work};
 use crate::shutdown::{self, Stop};
-use crate::sinks::Sink;
+use crate::sinks::{Delivered, Sink};
 use crate::time;
 use crate::writer::Writer;
 
@@ -181,9 +181,17 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
     };
     let attempts = job.attempts + 1;
     let (outcome, retry_in) = match result {
-        Ok(()) => {
+        Ok(Delivered::Done) => {
             log::debug!("{name}: output {} delivered", job.id);
             (AttemptOutcome::Done, None)
+        }
+        Ok(Delivered::Dropped(note)) => {
+            log::warn!(
+                "{name}: output {} ({}) dropped: {note}",
+                job.id,
+                job.subject()
+            );
+            (AttemptOutcome::Dropped(note), None)
         }
         Err(error)
             if attempts >= max_attempts && !sink.retries_forever() && !job.retries_forever() =>

@@ -147,6 +147,26 @@ fn the_catch_up_drop_in_lifts_only_the_ip_restriction() {
     assert!(level <= 1.5, "exposure {level}:\n{text}");
 }
 
+/// `--speaker` plays through aplay, which opens `/dev/snd/*` as the daemon's user.
+#[test]
+fn the_unit_lets_the_speaker_open_alsa_devices_as_group_audio() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("systemd/coupond.service")).unwrap();
+    let values = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .flat_map(|v| v.split_whitespace().map(String::from).collect::<Vec<_>>())
+            .collect()
+    };
+    assert!(values("SupplementaryGroups").contains(&"audio".to_string()));
+    let allowed = values("DeviceAllow");
+    assert!(
+        allowed.windows(2).any(|w| w == ["char-alsa", "rw"]),
+        "{allowed:?}"
+    );
+    assert_eq!(values("DevicePolicy"), ["closed"]);
+}
+
 #[test]
 fn the_unit_and_the_readme_agree_on_paths() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

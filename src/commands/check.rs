@@ -149,6 +149,9 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
     out.extend(catchup);
     out.push(details);
     out.extend(super::check_links::brokers(&cfg));
+    if let Some(speaker) = &cfg.outputs.speaker {
+        out.extend(super::check_speaker::lines(speaker, sandbox.as_ref()));
+    }
     out
 }
 

@@ -4,6 +4,7 @@
 
 pub mod check;
 mod check_links;
+mod check_speaker;
 pub mod print_test;
 pub mod report;
 pub mod reprint;
@@ -11,6 +12,7 @@ pub mod reverify;
 pub mod sandbox;
 pub mod send;
 pub mod serve;
+pub mod speak_test;
 pub mod status;
 
 use std::ffi::CString;

@@ -205,33 +205,24 @@ impl Sandbox {
             .unwrap_or_else(|| PathBuf::from("/var/lib/coupond"))
     }
 
-    /// Whether the service may create and write files at `path` (a file's path; its
-    /// directory is what must be writable), as far as the mount sandbox goes.
-    pub fn writable(&self, path: &Path) -> Result<(), Refusal> {
-        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let refuse = |why: &str, setting: String, open: bool| Refusal {
+    /// Whether the service sees `path` at all (and so may read it): not in its private
+    /// /tmp, not hidden by `InaccessiblePaths=` or `ProtectHome=`.
+    pub fn visible(&self, path: &Path) -> Result<(), Refusal> {
+        let refuse = |why: &str, setting: String| Refusal {
             why: why.to_string(),
             setting,
-            open: open.then(|| dir.clone()),
+            open: None,
         };
         if self.private_tmp && (path.starts_with("/tmp") || path.starts_with("/var/tmp")) {
             return Err(refuse(
                 "in the service's private /tmp, not the one you see, and removed when it stops",
                 "PrivateTmp=yes".into(),
-                false,
             ));
         }
-        let under = |list: &[PathBuf]| {
-            list.iter()
-                .filter(|p| path.starts_with(p))
-                .map(|p| p.components().count())
-                .max()
-        };
-        if under(&self.inaccessible).is_some() {
+        if self.inaccessible.iter().any(|p| path.starts_with(p)) {
             return Err(refuse(
                 "hidden from the service",
                 "InaccessiblePaths=".into(),
-                false,
             ));
         }
         let home = ["/home", "/root", "/run/user"]
@@ -241,9 +232,27 @@ impl Sandbox {
             return Err(refuse(
                 "hidden from the service, as every home directory",
                 format!("ProtectHome={}", self.protect_home),
-                false,
             ));
         }
+        Ok(())
+    }
+
+    /// Whether the service may create and write files at `path` (a file's path; its
+    /// directory is what must be writable), as far as the mount sandbox goes.
+    pub fn writable(&self, path: &Path) -> Result<(), Refusal> {
+        let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let refuse = |why: &str, setting: String, open: bool| Refusal {
+            why: why.to_string(),
+            setting,
+            open: open.then(|| dir.clone()),
+        };
+        self.visible(path)?;
+        let under = |list: &[PathBuf]| {
+            list.iter()
+                .filter(|p| path.starts_with(p))
+                .map(|p| p.components().count())
+                .max()
+        };
         let writable = under(&self.read_write).max(under(&self.owned));
         if writable.is_some() && writable >= under(&self.read_only) {
             return Ok(());

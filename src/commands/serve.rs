@@ -576,6 +576,13 @@ fn daemon_parts(
                 .as_ref()
                 .map(|p| format!("{}:{}", p.broker.host, p.broker.port))
                 .unwrap_or_default(),
+            // The ALSA device; a speaker command, like a hook's, is not copied.
+            SinkKind::Speaker => cfg
+                .outputs
+                .speaker
+                .as_ref()
+                .map(|s| s.player.name())
+                .unwrap_or_default(),
             // A hook's command line may hold a token: not copied.
             SinkKind::Display | SinkKind::Exec | SinkKind::Log => String::new(),
         };

@@ -33,6 +33,7 @@ pub enum CommandId {
     Check,
     PrintTest,
     Report,
+    SpeakTest,
 }
 
 /// A subcommand and its flags.
@@ -183,6 +184,39 @@ pub const PRINT_ACTIONS: Flag = flag(
     "LIST",
     Some("verify,verify_cancel,refund_success"),
     "actions that produce output (receipt, display, exec, log)",
+);
+// The speaker (SPEC §14).
+pub const SPEAKER: Flag = flag(
+    "speaker",
+    "DEVICE",
+    None,
+    "say each applied verify aloud (抖音 核销成功 …元) with aplay on this ALSA device, \
+     such as plughw:0,0 (needs alsa-utils)",
+);
+pub const SPEAKER_CMD: Flag = flag(
+    "speaker-cmd",
+    "CMD",
+    None,
+    "instead of aplay, run CMD (with /bin/sh -c) with the announcement on stdin, raw \
+     16 kHz mono S16LE; exit 0 = said",
+);
+pub const VOICE: Flag = flag(
+    "voice",
+    "DIR",
+    Some(crate::voice::DEFAULT_DIR),
+    "the voice pack: one WAV clip (16 kHz mono 16-bit) per word, such as 9.wav, yuan.wav",
+);
+pub const SPEAK_ACTIONS: Flag = flag(
+    "speak-actions",
+    "LIST",
+    Some("verify"),
+    "actions the speaker says (--print-actions does not apply to it)",
+);
+pub const AMOUNT: Flag = flag(
+    "amount",
+    "FEN",
+    None,
+    "say this amount, in fen (9900 is 99 yuan) [default: no amount]",
 );
 pub const OUTPUT_ATTEMPTS: Flag = flag(
     "output-attempts",
@@ -430,7 +464,7 @@ pub const SETTINGS_ONLY: Flag = flag(
 );
 
 /// `serve`'s settings; `check` takes the same, to check what `serve` would use.
-const SERVE_FLAGS: [&Flag; 38] = [
+const SERVE_FLAGS: [&Flag; 42] = [
     &CONFIG,
     &LISTEN,
     &PATH,
@@ -447,6 +481,10 @@ const SERVE_FLAGS: [&Flag; 38] = [
     &EXEC,
     &EXEC_TIMEOUT,
     &PRINT_ACTIONS,
+    &SPEAKER,
+    &SPEAKER_CMD,
+    &VOICE,
+    &SPEAK_ACTIONS,
     &OUTPUT_ATTEMPTS,
     &KEEP_DAYS,
     &POI_NAMES,
@@ -493,7 +531,8 @@ pub const SERVE: Command = Command {
 pub const CHECK: Command = Command {
     id: CommandId::Check,
     name: "check",
-    about: "Check everything serve would use (settings, secrets, database, ports, printer), \
+    about: "Check everything serve would use (settings, secrets, database, ports, printer, \
+            speaker), \
             one line each; exit 1 if anything FAILs",
     positional: None,
     flags: &CHECK_FLAGS,
@@ -539,6 +578,15 @@ pub const REPORT: Command = Command {
         &SERIAL_BAUD,
         &WAIT,
     ],
+};
+
+pub const SPEAK_TEST: Command = Command {
+    id: CommandId::SpeakTest,
+    name: "speak-test",
+    about: "Say a test announcement (测试 抖音 核销成功 [AMOUNT 元]): through the running \
+            daemon when one runs on the database, else straight to the speaker",
+    positional: None,
+    flags: &[&CONFIG, &DB, &SPEAKER, &SPEAKER_CMD, &VOICE, &AMOUNT],
 };
 
 pub const STATUS: Command = Command {
@@ -599,6 +647,9 @@ pub const REVERIFY: Command = Command {
         &PRINT_ACTIONS,
         &MQTT,
         &MQTT_FORWARD,
+        &SPEAKER,
+        &SPEAKER_CMD,
+        &SPEAK_ACTIONS,
     ],
 };
 
@@ -609,6 +660,7 @@ pub const COMMANDS: &[&Command] = &[
     &SEND,
     &PRINT_TEST,
     &REPORT,
+    &SPEAK_TEST,
     &REPRINT,
     &REVERIFY,
 ];

@@ -26,7 +26,7 @@ pub use flags::{
 pub use secrets::load_secrets;
 pub use settings::{
     parse_actions, parse_size, CatchupConfig, PrintTestConfig, ReportConfig, ReprintConfig,
-    ReverifyConfig, SendConfig, ServeConfig, StatusConfig,
+    ReverifyConfig, SendConfig, ServeConfig, SpeakTestConfig, StatusConfig,
 };
 
 /// A start-up error: one line that says what to fix.

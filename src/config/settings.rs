@@ -18,6 +18,7 @@ use crate::mqtt::{self, Broker};
 use crate::schedule::{Date, TimeOfDay};
 use crate::sinks::mqtt::Publisher;
 use crate::sinks::printer::{parse_baud, PrinterDest, PrinterStatus};
+use crate::sinks::speaker::{self, Player};
 use crate::sinks::{Outputs, Receipts};
 use crate::sources::mqtt::Subscriber;
 use crate::url::Url;
@@ -176,6 +177,7 @@ impl ServeConfig {
                 exec: args.optional(&f::EXEC, parse_command)?,
                 exec_timeout: Duration::from_secs(args.value(&f::EXEC_TIMEOUT, parse_positive)?),
                 mqtt: mqtt.map(|broker| Publisher { broker, forward }),
+                speaker: speaker(args)?,
             },
             display_listen,
             print_actions: args.value(&f::PRINT_ACTIONS, parse_actions)?,
@@ -250,6 +252,28 @@ impl ReportConfig {
     }
 }
 
+/// `coupond speak-test`, validated.
+#[derive(Debug, Clone)]
+pub struct SpeakTestConfig {
+    pub db: PathBuf,
+    /// Needed only to say it directly (no daemon runs on the database).
+    pub player: Option<Player>,
+    pub voice: PathBuf,
+    /// `--amount`, in fen.
+    pub amount: Option<u64>,
+}
+
+impl SpeakTestConfig {
+    pub fn from_args(args: &Args) -> Result<Self, ConfigError> {
+        Ok(SpeakTestConfig {
+            db: db(args)?,
+            player: player(args)?,
+            voice: PathBuf::from(args.value(&f::VOICE, parse_dir)?),
+            amount: args.optional(&f::AMOUNT, parse_fen)?,
+        })
+    }
+}
+
 /// `ID=NAME,ID=NAME`: a name for each Douyin store id.
 pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
     let mut names: Vec<(String, String)> = Vec::new();
@@ -265,6 +289,50 @@ pub fn parse_poi_names(v: &str) -> Result<Vec<(String, String)>, String> {
         names.push((id.to_string(), name.to_string()));
     }
     Ok(names)
+}
+
+/// The speaker's settings (SPEC §14), when `--speaker` or `--speaker-cmd` turns it on.
+fn speaker(args: &Args) -> Result<Option<speaker::Settings>, ConfigError> {
+    let voice = args.value(&f::VOICE, parse_dir)?;
+    let actions = args.value(&f::SPEAK_ACTIONS, parse_actions)?;
+    Ok(player(args)?.map(|player| speaker::Settings {
+        player,
+        voice: PathBuf::from(voice),
+        actions,
+    }))
+}
+
+fn player(args: &Args) -> Result<Option<Player>, ConfigError> {
+    let device = args.optional(&f::SPEAKER, parse_device)?;
+    let command = args.optional(&f::SPEAKER_CMD, parse_command)?;
+    match (device, command) {
+        (Some(_), Some(_)) => Err(ConfigError(
+            "--speaker and --speaker-cmd are two ways to play the announcement: set one".into(),
+        )),
+        (Some(device), None) => Ok(Some(Player::Aplay(device))),
+        (None, Some(command)) => Ok(Some(Player::Command(command))),
+        (None, None) => Ok(None),
+    }
+}
+
+/// An ALSA device name as aplay takes it (`plughw:0,0`, `default`, `null`).
+fn parse_device(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.starts_with('-') || v.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        Err("want an ALSA device such as plughw:0,0 or default (aplay -L lists them)".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+fn parse_dir(v: &str) -> Result<String, String> {
+    non_empty(v, "want a directory")
+}
+
+/// An amount in fen: a whole number, 0 or more.
+fn parse_fen(v: &str) -> Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| "want a whole number of fen, such as 9900 for 99 yuan".into())
 }
 
 /// The printer settings, shared by `serve`, `print-test` and `report` (`--poi-names`
@@ -424,14 +492,21 @@ impl ReverifyConfig {
         let forward = args
             .optional(&f::MQTT_FORWARD, parse_on_off)?
             .unwrap_or(false);
+        let plan = OutputPlan::new(
+            SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
+            args.value(&f::PRINT_ACTIONS, parse_actions)?,
+            mqtt.map(|_| forward),
+        );
+        // A recovered push is said only within a minute of its first arrival, which is
+        // to say almost never; but its job is queued as the daemon would queue it.
+        let plan = match player(args)? {
+            Some(_) => plan.speaking(args.value(&f::SPEAK_ACTIONS, parse_actions)?),
+            None => plan,
+        };
         Ok(ReverifyConfig {
             db: db(args)?,
             apps: apps(args, env)?,
-            plan: OutputPlan::new(
-                SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
-                args.value(&f::PRINT_ACTIONS, parse_actions)?,
-                mqtt.map(|_| forward),
-            ),
+            plan,
         })
     }
 }
@@ -627,8 +702,12 @@ fn parse_path(v: &str) -> Result<String, String> {
 }
 
 fn parse_command(v: &str) -> Result<String, String> {
+    non_empty(v, "want a command")
+}
+
+fn non_empty(v: &str, want: &str) -> Result<String, String> {
     if v.trim().is_empty() {
-        Err("want a command".into())
+        Err(want.into())
     } else {
         Ok(v.to_string())
     }
@@ -724,6 +803,40 @@ mod tests {
         match parse(cmd, &argv, env)? {
             Parsed::Run(a) => Ok(a),
             Parsed::Help(_) => panic!("help"),
+        }
+    }
+
+    #[test]
+    fn the_speaker_is_on_with_a_device_or_a_command_and_not_both() {
+        let serve = |argv: &[&str]| {
+            let mut all = vec!["--client-key", "k"];
+            all.extend_from_slice(argv);
+            ServeConfig::without_secrets(&args(&SERVE, &all, &no_env)?).map(|c| c.outputs.speaker)
+        };
+        assert_eq!(serve(&[]).unwrap(), None);
+        assert_eq!(
+            serve(&["--speaker", "plughw:1,0"]).unwrap(),
+            Some(speaker::Settings {
+                player: Player::Aplay("plughw:1,0".into()),
+                voice: PathBuf::from("/usr/share/coupond/voice"),
+                actions: vec![Action::Verify],
+            })
+        );
+        let s = serve(&[
+            "--speaker-cmd",
+            "cat >/dev/null",
+            "--speak-actions",
+            "refund_success,verify",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.player, Player::Command("cat >/dev/null".into()));
+        assert_eq!(s.actions, [Action::RefundSuccess, Action::Verify]);
+        let both = serve(&["--speaker", "default", "--speaker-cmd", "cat"]).unwrap_err();
+        assert!(both.0.contains("set one"), "{both}");
+        for bad in ["-Dnull", "plug hw", ""] {
+            let e = serve(&["--speaker", bad]).unwrap_err();
+            assert!(e.0.contains("aplay -L"), "{bad}: {e}");
         }
     }
 

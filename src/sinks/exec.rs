@@ -115,74 +115,107 @@ impl Exec {
     pub async fn run(&self, job: &Job) -> Result<(), String> {
         let payload = serde_json::to_vec(&HookPayload::of(job)?).map_err(|e| e.to_string())?;
         let event = job.coupon()?;
-        let mut child = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&self.command)
-            .env_clear()
-            .envs(environment(event, |k| std::env::var_os(k)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
+        let mut command = Command::new("/bin/sh");
+        command.arg("-c").arg(&self.command);
+        let mut env = passed_on(|k| std::env::var_os(k));
+        env.extend(event_variables(event));
+        let run = contained(command, env, &payload, self.timeout)
+            .await
             .map_err(|e| format!("cannot start --exec command: {e}"))?;
-        let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
-        let mut output = Tail::new(OUTPUT_KEPT);
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let finished = tokio::time::timeout_at(deadline, async {
-            let io = async {
-                tokio::join!(feed(stdin, &payload), collect(stdout, stderr, &mut output));
-            };
-            tokio::pin!(io);
-            let mut io_done = false;
-            let status = loop {
-                tokio::select! {
-                    status = child.wait() => break status,
-                    _ = &mut io, if !io_done => io_done = true,
-                }
-            };
-            // The command is done, and so is everything it started; their ends of the
-            // pipes close with them.
-            group.kill();
-            if !io_done {
-                let _ = tokio::time::timeout(DRAIN, &mut io).await;
-            }
-            status
-        })
-        .await;
-        let status = match finished {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => return Err(format!("--exec command: {e}")),
-            Err(_) => {
-                group.kill();
-                let _ = tokio::time::timeout(DRAIN, child.wait()).await;
-                return Err(with_output(
-                    format!(
-                        "--exec command ran past --exec-timeout ({}s); its process group was killed",
-                        self.timeout.as_secs()
-                    ),
-                    &output,
-                ));
-            }
-        };
-        if status.success() {
-            if output.total > 0 {
-                log::debug!("exec: output {}: {}", job.id, output.summary());
-            }
-            return Ok(());
+        let output = run.result("--exec command", "--exec-timeout")?;
+        if !output.is_empty() {
+            log::debug!("exec: output {}: {output}", job.id);
         }
-        Err(with_output(describe_exit(status), &output))
+        Ok(())
     }
 }
 
-/// The hook's whole environment.
-fn environment(
-    event: &JobEvent,
-    daemon_env: impl Fn(&str) -> Option<OsString>,
-) -> Vec<(String, OsString)> {
+/// How a contained command ended, and the end of its output.
+pub struct Contained {
+    /// `None`: it ran past its time limit and its group was killed.
+    ended: Option<std::io::Result<ExitStatus>>,
+    timeout: Duration,
+    output: Tail,
+}
+
+impl Contained {
+    /// Exit status 0 is `Ok` with the command's output on one line; anything else says
+    /// what happened, naming the command as `what` and its time limit as `limit`.
+    pub fn result(&self, what: &str, limit: &str) -> Result<String, String> {
+        let failure = match &self.ended {
+            Some(Ok(status)) if status.success() => return Ok(self.output.summary()),
+            Some(Ok(status)) => describe_exit(what, *status),
+            Some(Err(e)) => return Err(format!("{what}: {e}")),
+            None => format!(
+                "{what} ran past {limit} ({}s); its process group was killed",
+                self.timeout.as_secs()
+            ),
+        };
+        Err(match self.output.summary() {
+            s if s.is_empty() => failure,
+            s => format!("{failure}: {s}"),
+        })
+    }
+}
+
+/// Runs `command` contained (SPEC §6): with only `env` for its environment, `input` on
+/// its stdin, in its own process group, killed whole when the command exits and at
+/// `timeout`, its stdout and stderr kept through a ring of [`OUTPUT_KEPT`] bytes. The
+/// hook runs this way, and so does the speaker's player (`sinks::speaker`).
+pub async fn contained(
+    mut command: Command,
+    env: Vec<(String, OsString)>,
+    input: &[u8],
+    timeout: Duration,
+) -> std::io::Result<Contained> {
+    let mut child = command
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut group = Group(child.id().and_then(|id| i32::try_from(id).ok()));
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let mut output = Tail::new(OUTPUT_KEPT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let finished = tokio::time::timeout_at(deadline, async {
+        let io = async {
+            tokio::join!(feed(stdin, input), collect(stdout, stderr, &mut output));
+        };
+        tokio::pin!(io);
+        let mut io_done = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = &mut io, if !io_done => io_done = true,
+            }
+        };
+        // The command is done, and so is everything it started; their ends of the
+        // pipes close with them.
+        group.kill();
+        if !io_done {
+            let _ = tokio::time::timeout(DRAIN, &mut io).await;
+        }
+        status
+    })
+    .await;
+    if finished.is_err() {
+        group.kill();
+        let _ = tokio::time::timeout(DRAIN, child.wait()).await;
+    }
+    Ok(Contained {
+        ended: finished.ok(),
+        timeout,
+        output,
+    })
+}
+
+/// What a contained command inherits from the daemon's environment: `PATH` (a default
+/// one when the daemon has none), `LANG`, `TZ`, `HOME`; never the secret or a setting.
+pub fn passed_on(daemon_env: impl Fn(&str) -> Option<OsString>) -> Vec<(String, OsString)> {
     let mut env: Vec<(String, OsString)> = PASSED_ON
         .iter()
         .filter_map(|&k| Some((k.to_string(), daemon_env(k)?)))
@@ -190,6 +223,11 @@ fn environment(
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
+    env
+}
+
+/// The hook's event variables, shown through the sanitizer.
+fn event_variables(event: &JobEvent) -> Vec<(String, OsString)> {
     let d = event.details.as_ref();
     let pay = d.and_then(|d| d.pay_amount).map(|fen| fen.to_string());
     let known = [
@@ -203,26 +241,17 @@ fn environment(
         ("COUPOND_POI_ID", d.and_then(|d| d.poi_id.as_deref())),
     ];
     // Details not (yet) known: their variables are unset, not empty.
-    for (k, v) in known {
-        if let Some(v) = v {
-            env.push((k.into(), sanitize::text(v).into_owned().into()));
-        }
-    }
-    env
+    known
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.into(), sanitize::text(v?).into_owned().into())))
+        .collect()
 }
 
-fn describe_exit(status: ExitStatus) -> String {
+fn describe_exit(what: &str, status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
-        (Some(code), _) => format!("--exec command exited with status {code}"),
-        (None, Some(signal)) => format!("--exec command was killed by signal {signal}"),
-        (None, None) => format!("--exec command ended: {status}"),
-    }
-}
-
-fn with_output(what: String, output: &Tail) -> String {
-    match output.summary() {
-        s if s.is_empty() => what,
-        s => format!("{what}: {s}"),
+        (Some(code), _) => format!("{what} exited with status {code}"),
+        (None, Some(signal)) => format!("{what} was killed by signal {signal}"),
+        (None, None) => format!("{what} ended: {status}"),
     }
 }
 
@@ -350,6 +379,7 @@ pub(crate) mod tests {
         Job {
             id: 7,
             attempts: 0,
+            since_ms: 1_795_538_923_438,
             reprint: false,
             work: Work::Coupon(JobEvent {
                 message_id: 12,
@@ -446,7 +476,8 @@ pub(crate) mod tests {
             "COUPOND_CLIENT_SECRET" | "SECRET" | "COUPOND_LOG_LEVEL" => Some("x".into()),
             _ => None,
         };
-        let env = environment(&event("c\0\x1b[2J"), daemon);
+        let mut env = passed_on(daemon);
+        env.extend(event_variables(&event("c\0\x1b[2J")));
         let got: Vec<(&str, String)> = env
             .iter()
             .map(|(k, v)| (k.as_str(), v.to_string_lossy().into_owned()))
@@ -460,14 +491,15 @@ pub(crate) mod tests {
                 ("COUPOND_CERTIFICATE_ID", "c\u{fffd}\u{fffd}[2J".into()),
             ]
         );
-        let bare = environment(&event("c1"), |_| None);
+        let bare = passed_on(|_| None);
         assert_eq!(bare[0], ("PATH".to_string(), OsString::from(DEFAULT_PATH)));
         let mut bought = event("c1");
         bought.details = Some(Details {
             title: Some("套餐\n1".into()),
             ..sample_details()
         });
-        let env = environment(&bought, |_| None);
+        let mut env = passed_on(|_| None);
+        env.extend(event_variables(&bought));
         let tail: Vec<(&str, String)> = env[3..]
             .iter()
             .map(|(k, v)| (k.as_str(), v.to_string_lossy().into_owned()))

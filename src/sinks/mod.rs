@@ -11,6 +11,7 @@ pub mod exec;
 pub mod mqtt;
 pub mod printer;
 pub mod receipt;
+pub mod speaker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,12 +54,14 @@ pub struct Outputs {
     pub exec_timeout: Duration,
     /// `--mqtt` and what it publishes.
     pub mqtt: Option<mqtt::Publisher>,
+    /// `--speaker` or `--speaker-cmd`, with the voice pack and what it says.
+    pub speaker: Option<speaker::Settings>,
 }
 
 impl Outputs {
     /// The output plan of these settings with `--print-actions` `actions`.
     pub fn plan(&self, actions: &[Action]) -> OutputPlan {
-        OutputPlan::new(
+        let plan = OutputPlan::new(
             SinkKind::configured(
                 self.receipts.printer.is_some(),
                 self.display,
@@ -66,7 +69,11 @@ impl Outputs {
             ),
             actions.to_vec(),
             self.mqtt.as_ref().map(|p| p.forward),
-        )
+        );
+        match &self.speaker {
+            Some(s) => plan.speaking(s.actions.clone()),
+            None => plan,
+        }
     }
 
     /// Every configured sink: the store's own, then MQTT.
@@ -95,6 +102,9 @@ impl Outputs {
                     }),
                     SinkKind::Log => Sink::Log,
                     SinkKind::Mqtt => Sink::Mqtt(Box::new(mqtt::MqttSink::new(self.mqtt.clone()?))),
+                    SinkKind::Speaker => {
+                        Sink::Speaker(Box::new(speaker::Speaker::new(self.speaker.as_ref()?)))
+                    }
                 })
             })
             .map(Arc::new)
@@ -121,6 +131,17 @@ pub enum Sink {
     Log,
     /// `--mqtt`: publishes to the broker, done on its PUBACK.
     Mqtt(Box<mqtt::MqttSink>),
+    /// `--speaker`: says it aloud, done when the player exits 0.
+    Speaker(Box<speaker::Speaker>),
+}
+
+/// How a delivery that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Done,
+    /// Not delivered, and never to be: the note for `last_error` (an announcement
+    /// past its minute).
+    Dropped(String),
 }
 
 impl Sink {
@@ -131,6 +152,7 @@ impl Sink {
             Sink::Exec(_) => SinkKind::Exec,
             Sink::Log => SinkKind::Log,
             Sink::Mqtt(_) => SinkKind::Mqtt,
+            Sink::Speaker(_) => SinkKind::Speaker,
         }
     }
 
@@ -138,7 +160,8 @@ impl Sink {
     /// crash (a receipt, a hook); many for idempotent, cheap ones.
     pub fn batch(&self) -> usize {
         match self {
-            Sink::Printer { .. } | Sink::Exec(_) => 1,
+            // One announcement at a time, in order; each is worth a minute at most.
+            Sink::Printer { .. } | Sink::Exec(_) | Sink::Speaker(_) => 1,
             // Each publish waits for its PUBACK; many per round make a backlog after an
             // outage cost a handful of commits, and a repeat is harmless (at least once).
             Sink::Display(_) | Sink::Log | Sink::Mqtt(_) => 64,
@@ -151,6 +174,7 @@ impl Sink {
             Sink::Exec(e) => e.time_limit(),
             Sink::Display(_) | Sink::Log => Duration::from_secs(1),
             Sink::Mqtt(_) => mqtt::TIME_LIMIT,
+            Sink::Speaker(s) => s.time_limit(),
         }
     }
 
@@ -160,24 +184,29 @@ impl Sink {
     pub fn retry_wait(&self, attempt: i64) -> Duration {
         match self {
             Sink::Mqtt(_) => Duration::from_secs(1),
+            Sink::Speaker(_) => speaker::Speaker::retry_wait(attempt),
             _ => backoff::OUTBOX.wait(attempt),
         }
     }
 
     /// Whether a failed job is retried without limit: a broker outage of any length is
-    /// not a bad message (SPEC §12), so `--output-attempts` does not apply.
+    /// not a bad message (SPEC §12), so `--output-attempts` does not apply; an
+    /// announcement is retried until its minute is over, then dropped (its own limit).
     pub fn retries_forever(&self) -> bool {
-        matches!(self, Sink::Mqtt(_))
+        matches!(self, Sink::Mqtt(_) | Sink::Speaker(_))
     }
 
-    pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        match &job.work {
-            Work::Task(Task::PrintTest) => return self.print_sheet(Sheet::Test).await,
-            Work::Report(r) => return self.print_sheet(Sheet::Report(r)).await,
+    pub async fn deliver(&self, job: &Job) -> Result<Delivered, String> {
+        let sheet = match &job.work {
+            Work::Task(Task::PrintTest) => Some(Sheet::Test),
+            Work::Report(r) => Some(Sheet::Report(r)),
             Work::Task(Task::Report) => return Err("the report's day is missing".into()),
-            Work::Coupon(_) | Work::Relayed => {}
+            Work::Task(Task::SpeakTest(_)) | Work::Coupon(_) | Work::Relayed => None,
+        };
+        if let Some(sheet) = sheet {
+            return self.print_sheet(sheet).await.map(|()| Delivered::Done);
         }
-        match self {
+        let told = match self {
             Sink::Printer {
                 printer,
                 store_name,
@@ -211,7 +240,9 @@ impl Sink {
                 Ok(())
             }
             Sink::Mqtt(m) => m.deliver(job).await,
-        }
+            Sink::Speaker(s) => return s.deliver(job).await,
+        };
+        told.map(|()| Delivered::Done)
     }
 
     /// A sheet about no coupon (a print test, the end-of-day report) on the printer;

@@ -391,6 +391,8 @@ mod tests {
                 .unwrap();
         }
         for task in Task::ALL {
+            let got: Task = c.query_row("SELECT ?1", [task], |r| r.get(0)).unwrap();
+            assert_eq!(got, task);
             c.execute(
                 "INSERT INTO outputs (work, sink, created_at) VALUES (?1, 'printer', 'now')",
                 [task],

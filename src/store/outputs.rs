@@ -31,7 +31,10 @@ impl Store {
             "SELECT o.id, o.attempts, o.reprint, o.work, m.id, m.action, m.certificate_id,
                     m.order_id, m.code, m.account_id, m.client_key, m.msg_time, m.log_id,
                     m.received_at, CAST(m.body AS TEXT), m.source, m.outcome, m.msg_id,
-                    m.signature
+                    m.signature,
+                    CAST(round((julianday(min(coalesce(m.received_at, o.created_at),
+                                              o.created_at)) - 2440587.5) * 86400000)
+                         AS INTEGER)
              FROM outputs o LEFT JOIN messages m ON m.id = o.message_id
              WHERE o.state = 'pending' AND o.sink = ?1
              ORDER BY o.id LIMIT ?2",
@@ -44,6 +47,7 @@ impl Store {
             Ok(Job {
                 id: r.get(0)?,
                 attempts: r.get(1)?,
+                since_ms: r.get(19)?,
                 reprint: r.get(2)?,
                 work,
                 origin,
@@ -94,6 +98,7 @@ impl Store {
                 AttemptOutcome::Done => (OutputState::Done, None),
                 AttemptOutcome::Retry(e) => (OutputState::Pending, Some(e)),
                 AttemptOutcome::GiveUp(e) => (OutputState::Failed, Some(e)),
+                AttemptOutcome::Dropped(note) => (OutputState::Done, Some(note)),
             };
             tx.prepare_cached(
                 "UPDATE outputs SET attempts = attempts + 1, state = ?2, last_error = ?3,

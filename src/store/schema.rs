@@ -383,7 +383,21 @@ sql_word!(
     OutputState::as_str,
     OutputState::parse
 );
-sql_word!(Task, "work", Task::as_str, Task::parse);
+
+// A task's word may carry a value (`speak_test:9900`), so it is written owned.
+impl ToSql for Task {
+    fn to_sql(&self) -> Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.word()))
+    }
+}
+
+impl FromSql for Task {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let word = value.as_str()?;
+        Task::parse(word).ok_or_else(|| unknown_word("work", word))
+    }
+}
+
 sql_word!(LinkName, "link", LinkName::as_str, LinkName::parse);
 sql_word!(
     LinkStatus,
