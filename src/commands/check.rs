@@ -19,46 +19,14 @@ use std::time::Duration;
 
 use crate::commands::sandbox::{Refusal, Sandbox, UNIT};
 use crate::commands::serve::RunningDaemon;
+use crate::commands::verdict::line;
+pub use crate::commands::verdict::{Level, Line};
 use crate::config::{self, Args, ServeConfig};
 use crate::sinks::printer::{self, PrinterDest, PrinterStatus};
 use crate::store::{Store, SCHEMA_VERSION};
 
 /// The client key the shipped settings file holds until the installer sets the real one.
 const PLACEHOLDER_KEY: &str = "your-app-id";
-
-/// How a check came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    Ok,
-    Warn,
-    Fail,
-}
-
-/// One line of the report.
-pub struct Line {
-    pub level: Level,
-    pub what: &'static str,
-    pub text: String,
-}
-
-pub(crate) fn line(level: Level, what: &'static str, text: impl Into<String>) -> Line {
-    Line {
-        level,
-        what,
-        text: text.into(),
-    }
-}
-
-impl std::fmt::Display for Line {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let level = match self.level {
-            Level::Ok => "ok",
-            Level::Warn => "warn",
-            Level::Fail => "FAIL",
-        };
-        write!(f, "{level:<5} {:<9} {}", self.what, self.text)
-    }
-}
 
 /// Runs every check, prints one line each; `Ok(true)` when none failed.
 pub fn run(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<bool, String> {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::commands::check::{line, Level, Line};
+use crate::commands::verdict::{line, Level, Line};
 use crate::config::ServeConfig;
 use crate::douyin::Client;
 use crate::mqtt::Broker;

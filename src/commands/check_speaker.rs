@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::commands::check::{line, Level, Line};
 use crate::commands::sandbox::Sandbox;
+use crate::commands::verdict::{line, Level, Line};
 use crate::sinks::speaker::{Player, Settings};
 use crate::voice::{Token, VoicePack};
 

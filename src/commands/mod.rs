@@ -14,6 +14,7 @@ pub mod send;
 pub mod serve;
 pub mod speak_test;
 pub mod status;
+mod verdict;
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
