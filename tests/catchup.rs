@@ -344,6 +344,10 @@ fn douyin_down_slow_garbage_or_failing_never_slows_a_webhook_answer() {
                 &url,
                 "--reconcile-every",
                 "1s",
+                // Catch-up's own failure line is what this waits for: the details
+                // lookup (tests/details.rs) would fetch the token first and hold it.
+                "--details",
+                "off",
             ]),
         );
         // One push first, not measured: under qemu-user (cross/test-arm) the first pass
