@@ -140,6 +140,7 @@ impl ServeConfig {
             Some(broker) => Some(Subscriber {
                 broker,
                 accounts: args.value(&f::MQTT_ACCOUNTS, parse_accounts)?,
+                max_body: args.value(&f::MAX_BODY, parse_size)?,
             }),
             None => None,
         };
@@ -278,6 +279,7 @@ fn broker(args: &Args, url: &Flag) -> Result<Option<Broker>, ConfigError> {
         password,
         prefix: args.value(&f::MQTT_TOPIC, parse_topic_prefix)?,
         tls,
+        max_packet: mqtt::max_packet(args.value(&f::MAX_BODY, parse_size)?),
     }))
 }
 

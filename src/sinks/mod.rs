@@ -18,6 +18,7 @@ use std::time::Duration;
 use crate::backoff;
 use crate::coupon::Action;
 use crate::model::{Job, JobEvent, OutputPlan, SinkKind, Task, Work};
+use crate::outbox::Failure;
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -170,7 +171,18 @@ impl Sink {
         matches!(self, Sink::Mqtt(_))
     }
 
-    pub async fn deliver(&self, job: &Job) -> Result<(), String> {
+    /// Delivers `job` once. Only MQTT knows a job that can never be delivered (too
+    /// large for the broker, or refused by it): every other failure may pass.
+    pub async fn deliver(&self, job: &Job) -> Result<(), Failure> {
+        match self {
+            Sink::Mqtt(m) if !matches!(job.work, Work::Task(Task::PrintTest)) => {
+                m.deliver(job).await
+            }
+            _ => self.deliver_here(job).await.map_err(Failure::Retry),
+        }
+    }
+
+    async fn deliver_here(&self, job: &Job) -> Result<(), String> {
         if let Work::Task(Task::PrintTest) = job.work {
             return self.print_test().await;
         }
@@ -207,7 +219,8 @@ impl Sink {
                 log::info!("{}", describe(job.coupon()?, job.reprint));
                 Ok(())
             }
-            Sink::Mqtt(m) => m.deliver(job).await,
+            // Delivered by `deliver` itself.
+            Sink::Mqtt(_) => Ok(()),
         }
     }
 
