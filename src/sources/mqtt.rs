@@ -179,7 +179,6 @@ pub async fn run(src: Ingest, mut stop: Stop) {
                 if let Err(e) = client.try_subscribe_many(filters) {
                     Lost::Other(format!("cannot subscribe: {e}"))
                 } else {
-                    reconnect.connected().await;
                     match session(&src, &client, events, &mut reconnect, &mut stop).await {
                         Some(lost) => lost,
                         None => return,
@@ -223,6 +222,8 @@ async fn session(
         let room = committing.len() < WINDOW && held < WINDOW_BYTES;
         tokio::select! {
             event = events.poll(), if room => match event {
+                // Connected once subscribed: what is published from then on is ours.
+                Ok(Event::Incoming(Packet::SubAck(_))) => reconnect.connected().await,
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     match decide(src, p).await {
                         Some(f) => {
