@@ -359,10 +359,12 @@ fn mqtt_accounts_hold_for_the_signed_body_and_a_retained_push_counts_once() {
         why.starts_with("invalid") && why.contains("--mqtt-accounts"),
         "{why}"
     );
-    // Reconnect twice: the retained push is not delivered again.
-    drop(store);
-    let store = store_box(&box_dir, &broker, &["--mqtt-accounts", "1111"]);
-    drop(store);
+    // Reconnect twice (clean stops, so nothing is owed): the retained push is not
+    // delivered again.
+    let mut store = store;
+    assert_eq!(store.terminate(), Some(0));
+    let mut store = store_box(&box_dir, &broker, &["--mqtt-accounts", "1111"]);
+    assert_eq!(store.terminate(), Some(0));
     let store = store_box(&box_dir, &broker, &["--mqtt-accounts", "1111"]);
     let later = coupon("verify", 1_700_000_001, "later").replace("acct-9", "1111");
     broker.publish(&topic("1111"), &signed_forward(&later));

@@ -259,11 +259,26 @@ async fn session(
             }
             _ = reconnect.settle() => {}
             _ = shutdown::stopped(stop) => {
-                let _ = client.try_disconnect();
+                leave(client, &mut events).await;
                 return None;
             }
         }
     }
+}
+
+/// At the stop: sends the acknowledgements already decided (so that a clean stop
+/// causes no redelivery), then DISCONNECT, within a second.
+async fn leave(client: &AsyncClient, events: &mut EventLoop) {
+    let _ = client.try_disconnect();
+    let flushed = async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flushed).await;
 }
 
 /// Classifies one publish and hands it to the writer, or decides at once: a rejection
