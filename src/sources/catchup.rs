@@ -528,6 +528,18 @@ impl Sweeper {
 mod tests {
     use super::*;
 
+    /// Catch-up's record decoder never panics and keeps its invariants
+    /// ([`crate::fuzzing::check_records`]) on mangled answers and on every input of the
+    /// fuzzer's committed corpus (`fuzz/corpus/catchup_records`, README "Fuzzing").
+    #[test]
+    fn mangled_answers_and_the_catch_up_fuzz_corpus_never_panic() {
+        let page = br#"{"data":{"records":[{"cursor":"1","verify_id":"v1","certificate_id":"c1","verify_time":1700000100,"status":2,"cancel_time":1700000200}],"total":1,"error_code":0}}"#;
+        let record = br#"{"cursor":12,"verify_id":"v2","certificate_id":7001234567890123456,"verify_time":"1700000100","status":1}"#;
+        crate::fuzzing::mutate(&[page, record], 5_000, crate::fuzzing::check_records);
+        let n = crate::fuzzing::replay_corpus("catchup_records", crate::fuzzing::check_records);
+        assert!(n >= 20, "only {n} corpus inputs");
+    }
+
     const NOW: i64 = 1_800_000_000;
     const DAY: i64 = 86_400;
 

@@ -460,6 +460,23 @@ mod tests {
         }
     }
 
+    /// The MQTT payload decoder never panics and keeps its invariants
+    /// ([`crate::fuzzing::check_mqtt`]) on mangled forwards and on every input of the
+    /// fuzzer's committed corpus (`fuzz/corpus/mqtt_payload`, README "Fuzzing").
+    #[test]
+    fn mangled_payloads_and_the_mqtt_fuzz_corpus_never_panic() {
+        let body = "{\"event\":\"life_trade_certificate_notify\",\"client_key\":\"app1\",\"content\":{\"action\":\"verify\",\"msg_time\":5,\"certificate\":{\"certificate_id\":\"c1\",\"account_id\":\"1234\"}}}";
+        let seeds = [
+            forwarded(body, &sign(crate::fuzzing::SECRET, body.as_bytes())),
+            forwarded(body, "00"),
+            b"{\"body\":\"x\"}".to_vec(),
+        ];
+        let seeds: Vec<&[u8]> = seeds.iter().map(Vec::as_slice).collect();
+        crate::fuzzing::mutate(&seeds, 5_000, crate::fuzzing::check_mqtt);
+        let n = crate::fuzzing::replay_corpus("mqtt_payload", crate::fuzzing::check_mqtt);
+        assert!(n >= 20, "only {n} corpus inputs");
+    }
+
     #[test]
     fn it_subscribes_to_each_app_and_account() {
         let sub = sub(&["+"]);
