@@ -130,11 +130,18 @@ impl MqttSink {
     }
 
     pub async fn deliver(&self, job: &Job) -> Result<(), Failure> {
-        // A job whose payload cannot be made never will be.
+        // A job whose payload cannot be made never will be. One publish the broker can
+        // never take does not keep the other (the forward from headquarters' event):
+        // the job is given up with its reason once the rest went.
+        let mut never = None;
         for (topic, payload) in self.publishes(job).map_err(Failure::Never)? {
-            self.publish(topic, payload).await?;
+            match self.publish(topic, payload).await {
+                Ok(()) => {}
+                Err(Failure::Never(why)) => never = Some(why),
+                Err(retry) => return Err(retry),
+            }
         }
-        Ok(())
+        never.map_or(Ok(()), |why| Err(Failure::Never(why)))
     }
 
     async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), Failure> {
