@@ -184,6 +184,10 @@ fn init_logging(level: log::LevelFilter) {
     }
 }
 
+/// The longest log line: a signed field can be as long as a body (a 10 KB certificate
+/// id made 20 KB lines); what is past this is counted, not shown.
+const LOG_LINE_CAP: usize = 2048;
+
 /// A logger that shows every message through [`sanitize::text`]: one event, one line,
 /// whatever a signed field (or a hook's output) holds.
 struct Sanitized<L>(Box<L>);
@@ -198,10 +202,11 @@ impl<L: log::Log> log::Log for Sanitized<L> {
             return;
         }
         let message = record.args().to_string();
+        let shown = sanitize::text(&message);
         self.0.log(
             &log::Record::builder()
                 .metadata(record.metadata().clone())
-                .args(format_args!("{}", sanitize::text(&message)))
+                .args(format_args!("{}", sanitize::cap(&shown, LOG_LINE_CAP)))
                 .module_path(record.module_path())
                 .file(record.file())
                 .line(record.line())

@@ -471,15 +471,23 @@ impl std::fmt::Display for LinkName {
 pub enum LinkStatus {
     Connecting,
     Connected,
+    /// The broker keeps closing our connections soon after accepting them: most likely
+    /// another client uses the same client id (see `mqtt::Reconnect`).
+    DuplicateClientId,
 }
 
 impl LinkStatus {
-    pub const ALL: [LinkStatus; 2] = [LinkStatus::Connecting, LinkStatus::Connected];
+    pub const ALL: [LinkStatus; 3] = [
+        LinkStatus::Connecting,
+        LinkStatus::Connected,
+        LinkStatus::DuplicateClientId,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             LinkStatus::Connecting => "connecting",
             LinkStatus::Connected => "connected",
+            LinkStatus::DuplicateClientId => "duplicate-client-id",
         }
     }
 

@@ -82,6 +82,17 @@ impl DetailsWait {
     }
 }
 
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It may work next time (a printer out of paper, a broker away).
+    Retry(String),
+    /// It never will (a publish larger than the broker takes, or refused by it): the
+    /// job is given up with the reason at once, even by a sink that otherwise retries
+    /// without limit, so it does not hold up the jobs behind it.
+    Never(String),
+}
+
 /// Runs one sink's delivery loop until the stop is given.
 pub async fn run_sink(
     sink: Arc<Sink>,
@@ -177,7 +188,10 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
     let name = sink.kind().name();
     let result = match tokio::time::timeout(sink.time_limit(), sink.deliver(job)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {:?}", sink.time_limit())),
+        Err(_) => Err(Failure::Retry(format!(
+            "no answer within {:?}",
+            sink.time_limit()
+        ))),
     };
     let attempts = job.attempts + 1;
     let (outcome, retry_in) = match result {
@@ -193,7 +207,15 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             );
             (AttemptOutcome::Dropped(note), None)
         }
-        Err(error)
+        Err(Failure::Never(error)) => {
+            log::error!(
+                "{name}: output {} ({}) given up: {error}",
+                job.id,
+                job.subject()
+            );
+            (AttemptOutcome::GiveUp(error), None)
+        }
+        Err(Failure::Retry(error))
             if attempts >= max_attempts && !sink.retries_forever() && !job.retries_forever() =>
         {
             let again = match &job.work {
@@ -209,7 +231,7 @@ async fn deliver(sink: &Sink, job: &Job, max_attempts: i64) -> (Attempt, Option<
             );
             (AttemptOutcome::GiveUp(error), None)
         }
-        Err(error) => {
+        Err(Failure::Retry(error)) => {
             let wait = sink.retry_wait(attempts);
             log::warn!(
                 "{name}: output {} attempt {attempts} failed: {error}; retry in {wait:?}",

@@ -29,6 +29,8 @@ use log::Level;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::intake::Outcome;
+use crate::model::Ack;
 use crate::shutdown::{self, Stop};
 use crate::store::{Counted, Repeated};
 use crate::time;
@@ -49,6 +51,11 @@ pub const REJECTED_REFILL: Duration = Duration::from_secs(10);
 const RECENT_CAP: usize = 1024;
 /// How long a stored rejected body is remembered (Douyin retries within seconds).
 const RECENT_FOR: Duration = Duration::from_secs(600);
+/// Signed messages remembered by body digest (for [`RECENT_FOR`]), so that a replay of
+/// one costs a count in memory, not a row update and a log line (a replay needs no
+/// secret: anyone who saw a push can send it again). Past this many, a replay of
+/// another one is written as before, and is then remembered in its turn if room came.
+pub const KNOWN_CAP: usize = 4096;
 
 /// One kind of warning, logged at most once per [`EVERY`].
 #[derive(Debug)]
@@ -214,10 +221,12 @@ pub enum Noise {
     Broken,
     /// 503: large bodies in hand hold all the memory they may.
     Busy,
+    /// A signed message stored before, sent again (a retry, or a replay).
+    Redelivery,
 }
 
 impl Noise {
-    const ALL: [Noise; 9] = [
+    const ALL: [Noise; 10] = [
         Noise::Unsigned,
         Noise::UnknownApp,
         Noise::UnsignedChallenge,
@@ -227,11 +236,12 @@ impl Noise {
         Noise::TooSlow,
         Noise::Broken,
         Noise::Busy,
+        Noise::Redelivery,
     ];
 
     fn level(self) -> Level {
         match self {
-            Noise::Method | Noise::Broken => Level::Info,
+            Noise::Method | Noise::Broken | Noise::Redelivery => Level::Info,
             _ => Level::Warn,
         }
     }
@@ -277,7 +287,20 @@ struct Recent {
     seen: Instant,
 }
 
-/// The webhook's limits, shared by its requests and the [`run`] task.
+/// A signed message stored recently, and its repeats not written yet.
+#[derive(Debug)]
+struct Known {
+    message_id: i64,
+    outcome: Outcome,
+    /// Deliveries as the database has them plus `repeats`.
+    deliveries: i64,
+    repeats: i64,
+    last_at: String,
+    seen: Instant,
+}
+
+/// The webhook's and the MQTT source's limits, shared by their requests and the [`run`]
+/// task.
 pub struct Limits {
     inner: Mutex<Inner>,
     wake: Notify,
@@ -288,6 +311,8 @@ struct Inner {
     /// Rejected rows: 401, 403.
     buckets: [Bucket; 2],
     recent: HashMap<String, Recent>,
+    /// Signed messages by body digest.
+    known: HashMap<String, Known>,
     counts: HashMap<&'static str, Count>,
     /// Whether `counts` or a `recent` entry holds something not written yet.
     dirty: bool,
@@ -329,6 +354,7 @@ impl Limits {
                     .collect(),
                 buckets: [bucket(), bucket()],
                 recent: HashMap::new(),
+                known: HashMap::new(),
                 counts: HashMap::new(),
                 dirty: false,
                 last_write: None,
@@ -398,6 +424,60 @@ impl Limits {
         false
     }
 
+    /// A signed message whose body (`digest`, its SHA-1) was stored recently: counted as
+    /// one more delivery in memory, and answered as the store would.
+    pub fn redelivery(&self, digest: &str) -> Option<Ack> {
+        let mut inner = self.lock();
+        let sooner = !inner.dirty;
+        let k = inner.known.get_mut(digest)?;
+        k.repeats += 1;
+        k.deliveries += 1;
+        k.last_at = time::now_rfc3339();
+        k.seen = Instant::now();
+        let ack = Ack::Redelivered {
+            message_id: k.message_id,
+            deliveries: k.deliveries,
+            outcome: k.outcome,
+        };
+        inner.dirty = true;
+        drop(inner);
+        if sooner {
+            self.wake.notify_one();
+        }
+        Some(ack)
+    }
+
+    /// Remembers a signed message the store answered for (committed), by its body's
+    /// `digest`, while there is room.
+    pub fn stored(&self, digest: &str, ack: &Ack) {
+        let (message_id, outcome, deliveries) = match *ack {
+            Ack::Recorded {
+                message_id,
+                outcome,
+                ..
+            } => (message_id, outcome, 1),
+            Ack::Redelivered {
+                message_id,
+                outcome,
+                deliveries,
+            } => (message_id, outcome, deliveries),
+            Ack::Rejected => return,
+        };
+        let mut inner = self.lock();
+        if inner.known.len() >= KNOWN_CAP || inner.known.contains_key(digest) {
+            return;
+        }
+        let known = Known {
+            message_id,
+            outcome,
+            deliveries,
+            repeats: 0,
+            last_at: String::new(),
+            seen: Instant::now(),
+        };
+        inner.known.insert(digest.to_string(), known);
+    }
+
     /// When [`Limits::tick`] next has something to do.
     fn due(&self) -> Option<Instant> {
         let inner = self.lock();
@@ -418,6 +498,9 @@ impl Limits {
         inner
             .recent
             .retain(|_, r| r.repeats > 0 || now.saturating_duration_since(r.seen) < RECENT_FOR);
+        inner
+            .known
+            .retain(|_, k| k.repeats > 0 || now.saturating_duration_since(k.seen) < RECENT_FOR);
         match inner.write_due(now) {
             Some(t) if last || t <= now => {}
             _ => return None,
@@ -434,7 +517,7 @@ impl Limits {
                 last_detail: c.last_detail,
             })
             .collect();
-        let repeated = inner
+        let mut repeated: Vec<Repeated> = inner
             .recent
             .iter_mut()
             .filter(|(_, r)| r.repeats > 0)
@@ -442,8 +525,17 @@ impl Limits {
                 digest: digest.clone(),
                 n: std::mem::take(&mut r.repeats),
                 last_at: r.last_at.clone(),
+                message: false,
             })
             .collect();
+        repeated.extend(inner.known.iter_mut().filter(|(_, k)| k.repeats > 0).map(
+            |(digest, k)| Repeated {
+                digest: digest.clone(),
+                n: std::mem::take(&mut k.repeats),
+                last_at: k.last_at.clone(),
+                message: true,
+            },
+        ));
         Some((counted, repeated))
     }
 }
@@ -565,6 +657,36 @@ mod tests {
         assert_eq!(repeated.len(), 1);
         assert_eq!((repeated[0].digest.as_str(), repeated[0].n), ("d1", 3));
         assert!(limits.tick(Instant::now(), true).is_none(), "written once");
+    }
+
+    #[test]
+    fn replays_of_a_stored_message_are_answered_and_counted_in_memory() {
+        let limits = Limits::new();
+        assert_eq!(limits.redelivery("m1"), None, "not known yet");
+        let stored = Ack::Recorded {
+            message_id: 7,
+            outcome: Outcome::Applied,
+            outputs: 1,
+        };
+        limits.stored("m1", &stored);
+        for n in 2..=1000 {
+            assert_eq!(
+                limits.redelivery("m1"),
+                Some(Ack::Redelivered {
+                    message_id: 7,
+                    deliveries: n,
+                    outcome: Outcome::Applied
+                })
+            );
+        }
+        let (_, repeated) = limits.tick(Instant::now(), true).unwrap();
+        assert_eq!(repeated.len(), 1);
+        assert_eq!((repeated[0].n, repeated[0].message), (999, true));
+        // Bounded: past KNOWN_CAP nothing more is remembered.
+        for i in 0..KNOWN_CAP + 10 {
+            limits.stored(&format!("x{i}"), &stored);
+        }
+        assert!(limits.lock().known.len() <= KNOWN_CAP);
     }
 
     #[test]

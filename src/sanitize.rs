@@ -96,6 +96,19 @@ pub fn receipt_field(s: &str) -> String {
     cut(&text(s), RECEIPT_FIELD).into_owned()
 }
 
+/// `s` cut to at most `cap` bytes (at a character boundary) with how much was left
+/// out, for a log line.
+pub fn cap(s: &str, cap: usize) -> Cow<'_, str> {
+    if s.len() <= cap {
+        return Cow::Borrowed(s);
+    }
+    let mut end = cap;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes more)", &s[..end], s.len() - end))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +122,18 @@ mod tests {
         assert_eq!(field(r#"x" y"#), r#""x\" y""#);
         assert_eq!(field(r"\"), r#""\\""#);
         assert_eq!(field(""), "\"\"");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_at_a_character_boundary_and_says_how_much() {
+        assert_eq!(cap("short", 10), "short");
+        let long = "券".repeat(4000);
+        let cut = cap(&long, 2048);
+        assert!(cut.len() < 2100, "{}", cut.len());
+        assert!(
+            cut.ends_with(&format!("… ({} bytes more)", 12_000 - 2046)),
+            "{cut}"
+        );
     }
 
     #[test]

@@ -120,7 +120,48 @@ fn checks(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Vec<Line> {
     if let Some(speaker) = &cfg.outputs.speaker {
         out.extend(super::check_speaker::lines(speaker, sandbox.as_ref()));
     }
+    if cfg.outputs.mqtt.is_some() || cfg.mqtt_source.is_some() {
+        out.push(mqtt_links(&cfg.db));
+    }
     out
+}
+
+/// The broker connections as the running (or last) daemon recorded them: a client id
+/// that another client uses too fails (pushes would split between the two boxes).
+fn mqtt_links(db: &Path) -> Line {
+    let links = match Store::open_read_only(db).and_then(|s| s.links().map_err(|e| e.to_string())) {
+        Ok(links) => links,
+        Err(_) => {
+            return line(
+                Level::Ok,
+                "mqtt",
+                "no connection recorded yet (not started)",
+            )
+        }
+    };
+    if let Some(l) = links
+        .iter()
+        .find(|l| l.state == crate::model::LinkStatus::DuplicateClientId)
+    {
+        let detail = crate::sanitize::text(l.detail.as_deref().unwrap_or(""));
+        return line(Level::Fail, "mqtt", format!("{}: {detail}", l.name));
+    }
+    let states: Vec<String> = links
+        .iter()
+        .map(|l| format!("{} {}", l.name, l.state))
+        .collect();
+    match states.is_empty() {
+        true => line(
+            Level::Ok,
+            "mqtt",
+            "no connection recorded yet (not started)",
+        ),
+        false => line(
+            Level::Ok,
+            "mqtt",
+            format!("last recorded: {}", states.join(", ")),
+        ),
+    }
 }
 
 /// Whether the settings file check read is the one the unit's daemon reads.

@@ -140,9 +140,9 @@ fn broker(what: &'static str, b: &Broker) -> Line {
         b.port
     );
     let got = block_on(async {
-        let connected = tokio::time::timeout(BROKER_WAIT, b.connect("-check", true, false)).await;
+        let connected = tokio::time::timeout(BROKER_WAIT, b.connect("-check", false, false)).await;
         match connected {
-            Ok(Ok((client, mut events))) => {
+            Ok(Ok((client, mut events, _))) => {
                 // Say goodbye properly, so the broker logs no lost client.
                 let _ = client.disconnect().await;
                 let _ = tokio::time::timeout(Duration::from_secs(1), events.poll()).await;

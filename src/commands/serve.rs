@@ -205,14 +205,21 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
     let notifier = Arc::new(Notifier::from_env(&|k| std::env::var(k).ok()));
     let feed = display.as_ref().map(|(_, feed)| feed.clone());
     let note = ReloadNote::default();
-    // The apps (client keys, secrets) a reload swaps: the webhook's, and Douyin's token.
+    // The apps (client keys, secrets) a reload swaps: the webhook's, the MQTT source's
+    // and Douyin's token. The limits are shared by the webhook and the MQTT source: one
+    // budget for rejects and replays.
     let (apps_tx, apps) = watch::channel(Arc::new(cfg.apps.clone()));
+    let limits = Arc::new(Limits::new());
+    let ways_in = WaysIn {
+        apps: apps.clone(),
+        limits: limits.clone(),
+    };
     let catchup = catchup.map(|settings| with_douyin(settings, &apps));
     let details = cfg.catchup.as_ref().and_then(|c| c.details);
     let mut tasks = spawn_beside_webhook(
-        &cfg, &sinks, display, catchup, details, &writer, &changes, &notifier, &note, &stop,
+        &cfg, &sinks, display, catchup, details, &writer, &changes, &notifier, &note, &ways_in,
+        &stop,
     )?;
-    let limits = Arc::new(Limits::new());
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
     let hook = Arc::new(Webhook {
         path: cfg.path.clone(),
@@ -411,6 +418,13 @@ fn spawn_catchup(
     })
 }
 
+/// What every source shares with the webhook: the apps in use (a reload replaces
+/// them) and the limits on what rejects and replays may cost.
+struct WaysIn {
+    apps: watch::Receiver<Arc<Apps>>,
+    limits: Arc<Limits>,
+}
+
 /// Everything beside the webhook, as tasks that end when the stop is given: one
 /// delivery loop per sink (and the MQTT sink's connection), the MQTT source,
 /// retention, `--report-at`, the display's port, catch-up and the watchdog.
@@ -425,6 +439,7 @@ fn spawn_beside_webhook(
     changes: &watch::Receiver<u64>,
     notifier: &Arc<Notifier>,
     note: &ReloadNote,
+    ways_in: &WaysIn,
     stop: &Stop,
 ) -> Result<JoinSet<()>, String> {
     let mut tasks = JoinSet::new();
@@ -461,12 +476,13 @@ fn spawn_beside_webhook(
         ));
     }
     if let Some(sub) = &cfg.mqtt_source {
-        tasks.spawn(mqtt_source::run(
-            sub.clone(),
-            cfg.apps.clone(),
-            writer.clone(),
-            stop.clone(),
-        ));
+        let ingest = mqtt_source::Ingest {
+            sub: sub.clone(),
+            apps: ways_in.apps.clone(),
+            writer: writer.clone(),
+            limits: ways_in.limits.clone(),
+        };
+        tasks.spawn(mqtt_source::run(ingest, stop.clone()));
     }
     if let Some(days) = cfg.keep_days {
         tasks.spawn(retention::run(writer.clone(), days, stop.clone()));

@@ -843,8 +843,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// `EnvironmentFile=` would take them. An unknown name is an error naming the closest
 /// known one: a typo must not go unnoticed.
 pub fn read_settings(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read settings file {}: {e}", path.display())))?;
+    let cannot =
+        |e: String| ConfigError(format!("cannot read settings file {}: {e}", path.display()));
+    let bytes =
+        super::read_capped(path, super::SETTINGS_FILE_CAP).map_err(|e| cannot(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
     parse_settings(&text).map_err(|(line, why)| {
         ConfigError(format!(
             "settings file {} line {line}: {why}",

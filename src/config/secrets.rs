@@ -37,7 +37,7 @@ pub fn load_secrets(
 }
 
 fn read_secret_file(path: &Path, what: &str) -> Result<Vec<String>, ConfigError> {
-    let bytes = std::fs::read(path)
+    let bytes = super::read_capped(path, super::SECRET_FILE_CAP)
         .map_err(|e| ConfigError(format!("cannot read {what} {}: {e}", path.display())))?;
     // Notepad's "Unicode" is UTF-16 with a byte-order mark: say so rather than fail to
     // verify every push.

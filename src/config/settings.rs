@@ -146,6 +146,7 @@ impl ServeConfig {
             Some(broker) => Some(Subscriber {
                 broker,
                 accounts: args.value(&f::MQTT_ACCOUNTS, parse_accounts)?,
+                max_body: args.value(&f::MAX_BODY, parse_size)?,
             }),
             None => None,
         };
@@ -402,12 +403,15 @@ fn broker(args: &Args, url: &Flag) -> Result<Option<Broker>, ConfigError> {
         password,
         prefix: args.value(&f::MQTT_TOPIC, parse_topic_prefix)?,
         tls,
+        max_packet: mqtt::max_packet(args.value(&f::MAX_BODY, parse_size)?),
     }))
 }
 
 fn read_password(path: &str) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("cannot read --mqtt-password-file {path}: {e}")))?;
+    let cannot = |e: String| ConfigError(format!("cannot read --mqtt-password-file {path}: {e}"));
+    let bytes = super::read_capped(std::path::Path::new(path), super::SECRET_FILE_CAP)
+        .map_err(|e| cannot(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| cannot("not UTF-8 text".into()))?;
     let line = text
         .trim_start_matches('\u{feff}')
         .lines()
@@ -615,7 +619,13 @@ fn own_url(args: &Args, path: &str) -> Result<Url, ConfigError> {
 }
 
 fn db(args: &Args) -> Result<PathBuf, ConfigError> {
-    args.value(&f::DB, |v| Ok(PathBuf::from(v)))
+    args.value(&f::DB, |v| {
+        // No path can hold a NUL: SQLite would open what comes before it.
+        if v.is_empty() || v.contains('\0') {
+            return Err("want a file path (with no NUL character)".into());
+        }
+        Ok(PathBuf::from(v))
+    })
 }
 
 /// The configured apps: `--client-key` and the secrets (never from a flag).

@@ -175,6 +175,13 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub records: Vec<Record>,
+    /// Items that are not a readable record: (the item, why), for a `rejected` row.
+    pub bad: Vec<(String, String)>,
+    /// How many items were read: at most [`PAGE_SIZE`], whatever the page held.
+    pub items: usize,
+    /// The cursor of the last item read that has one (a bad item may).
+    pub last_cursor: Option<String>,
+    /// Douyin's `total`: a hint at most (a page is full or it is not).
     pub total: Option<i64>,
 }
 
@@ -253,26 +260,38 @@ pub fn parse_token(body: &[u8]) -> Result<Token, ApiError> {
     })
 }
 
-/// Parses one page of the verify-record query (`records`, else `records_v2`).
+/// Parses one page of the verify-record query (`records`, else `records_v2`). Only the
+/// first [`PAGE_SIZE`] items are read (what was asked for); an item that is not a
+/// readable record is kept apart ([`Page::bad`]), so one broken record never costs the
+/// good ones beside it.
 pub fn parse_page(body: &[u8]) -> Result<Page, ApiError> {
     let data = data(body)?;
     let list = match data.get("records").filter(|v| !v.is_null()) {
         Some(v) => v,
         None => data.get("records_v2").unwrap_or(&Value::Null),
     };
-    let records = match list {
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, r)| record(r).map_err(|why| ApiError::Garbage(format!("record {i}: {why}"))))
-            .collect::<Result<Vec<_>, _>>()?,
-        Value::Null => Vec::new(),
+    let items: &[Value] = match list {
+        Value::Array(items) => &items[..items.len().min(PAGE_SIZE)],
+        Value::Null => &[],
         _ => return Err(ApiError::Garbage("data.records is not a list".into())),
     };
-    Ok(Page {
-        records,
+    let mut page = Page {
+        records: Vec::with_capacity(items.len()),
+        bad: Vec::new(),
+        items: items.len(),
+        last_cursor: None,
         total: data.get("total").and_then(integer),
-    })
+    };
+    for item in items {
+        if let Some(c) = text(item.get("cursor")).filter(|c| !c.is_empty()) {
+            page.last_cursor = Some(c);
+        }
+        match record(item) {
+            Ok(r) => page.records.push(r),
+            Err(why) => page.bad.push((item.to_string(), why.to_string())),
+        }
+    }
+    Ok(page)
 }
 
 fn record(r: &Value) -> Result<Record, String> {
@@ -559,6 +578,35 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_record_is_kept_apart_and_only_the_asked_page_size_is_read() {
+        let good = |c: usize| {
+            format!(
+                r#"{{"cursor":"{c}","verify_id":"v{c}","certificate_id":"c{c}","verify_time":1700000000,"status":1}}"#
+            )
+        };
+        for bad_time in ["0", "-5", "1.5", "null"] {
+            let body = format!(
+                r#"{{"data":{{"records":[{},{{"cursor":"2","verify_id":"v2","certificate_id":"c2","verify_time":{bad_time},"status":1}},{}],"error_code":0}}}}"#,
+                good(1),
+                good(3)
+            );
+            let p = parse_page(body.as_bytes()).unwrap();
+            assert_eq!(p.records.len(), 2, "{bad_time}");
+            assert_eq!(p.bad.len(), 1);
+            assert_eq!(p.bad[0].1, "no verify_time");
+            assert_eq!((p.items, p.last_cursor.as_deref()), (3, Some("3")));
+        }
+        let many: Vec<String> = (1..=10_000).map(good).collect();
+        let body = format!(
+            r#"{{"data":{{"records":[{}],"total":1000000000000,"error_code":0}}}}"#,
+            many.join(",")
+        );
+        let p = parse_page(body.as_bytes()).unwrap();
+        assert_eq!((p.records.len(), p.items), (PAGE_SIZE, PAGE_SIZE));
+        assert_eq!(p.last_cursor.as_deref(), Some("20"));
+    }
+
+    #[test]
     fn errors_say_what_and_recognise_an_expired_token() {
         let expired = br#"{"data":{"error_code":28001008,"description":"access_token expired"}}"#;
         let e = parse_page(expired).unwrap_err();
@@ -569,12 +617,6 @@ mod tests {
         );
         assert!(ApiError::Status(401).token_invalid());
         assert!(!ApiError::Status(500).token_invalid());
-        let broken =
-            br#"{"data":{"records":[{"cursor":"1","certificate_id":"c"}],"error_code":0}}"#;
-        assert_eq!(
-            parse_page(broken).unwrap_err().to_string(),
-            "unexpected answer: record 0: no verify_id"
-        );
         let not_list = br#"{"data":{"records":{},"error_code":0}}"#;
         assert!(matches!(parse_page(not_list), Err(ApiError::Garbage(_))));
     }

@@ -1,6 +1,7 @@
 //! [`Douyin`]: the one client every caller of Douyin's Open Platform shares (catch-up
 //! now, the coupon details lookup next). It owns the stable client token: cached, asked
-//! for again [`TOKEN_MARGIN`] before it expires or once when Douyin calls it invalid,
+//! for again [`TOKEN_MARGIN`] before it expires (half its life when it lives less than
+//! twice that) or once when Douyin calls it invalid,
 //! and fetched with each configured secret in turn, so a secret being rotated works
 //! whichever of the two Douyin holds. The secrets come from the daemon's reloadable
 //! apps (a `watch` of [`Apps`]), so after `systemctl reload` the next token is asked
@@ -98,7 +99,8 @@ impl Douyin {
     /// The cached token, or a new one (each secret in order, for a rotation).
     async fn token(&self, state: &mut State) -> Result<super::Token, String> {
         if let Some((t, at)) = &state.token {
-            if at.elapsed() + TOKEN_MARGIN < t.expires_in {
+            // A short-lived token is kept for half its life, not fetched for every page.
+            if at.elapsed() + TOKEN_MARGIN.min(t.expires_in / 2) < t.expires_in {
                 return Ok(t.clone());
             }
         }

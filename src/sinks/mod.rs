@@ -19,6 +19,7 @@ use std::time::Duration;
 use crate::backoff;
 use crate::coupon::Action;
 use crate::model::{DayReport, Job, JobEvent, OutputPlan, SinkKind, Task, Work};
+use crate::outbox::Failure;
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -196,7 +197,18 @@ impl Sink {
         matches!(self, Sink::Mqtt(_) | Sink::Speaker(_))
     }
 
-    pub async fn deliver(&self, job: &Job) -> Result<Delivered, String> {
+    /// Delivers `job` once. Only MQTT knows a job that can never be delivered (too
+    /// large for the broker, or refused by it): every other failure may pass.
+    pub async fn deliver(&self, job: &Job) -> Result<Delivered, Failure> {
+        match self {
+            Sink::Mqtt(m) if matches!(job.work, Work::Coupon(_) | Work::Relayed) => {
+                m.deliver(job).await.map(|()| Delivered::Done)
+            }
+            _ => self.deliver_here(job).await.map_err(Failure::Retry),
+        }
+    }
+
+    async fn deliver_here(&self, job: &Job) -> Result<Delivered, String> {
         let sheet = match &job.work {
             Work::Task(Task::PrintTest) => Some(Sheet::Test),
             Work::Report(r) => Some(Sheet::Report(r)),
@@ -239,7 +251,8 @@ impl Sink {
                 log::info!("{}", describe(job.coupon()?, job.reprint));
                 Ok(())
             }
-            Sink::Mqtt(m) => m.deliver(job).await,
+            // Delivered by `deliver` itself.
+            Sink::Mqtt(_) => Ok(()),
             Sink::Speaker(s) => return s.deliver(job).await,
         };
         told.map(|()| Delivered::Done)

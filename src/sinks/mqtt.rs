@@ -11,7 +11,12 @@
 //!
 //! Both QoS 1. A job is done when every publish it holds was acknowledged; a lost
 //! connection fails the attempt and the outbox tries again (at least once: a repeat is
-//! possible after a crash or a lost PUBACK, a gap never is). The connection is the
+//! possible after a crash or a lost PUBACK, a gap never is). A job that can never be
+//! published is given up with its reason ([`Failure::Never`]) so that the jobs behind it
+//! move: a publish over the broker's Maximum Packet Size (its CONNACK says), or one the
+//! broker refuses in its PUBACK (MQTT 5 reason codes, such as 0x95 for mosquitto's
+//! `message_size_limit`). The forward of a push within `--max-body` always fits our own
+//! limit ([`mqtt::max_packet`]). The connection is the
 //! [`Link`] task's, kept up with backoff; the outbox's attempt waits for it, so a
 //! backlog moves as soon as the broker is back.
 
@@ -19,12 +24,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rumqttc::{Event, Outgoing, Packet, QoS};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::{self, QoS};
+use rumqttc::v5::{ConnectionError, Event, StateError};
+use rumqttc::Outgoing;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::exec::HookPayload;
 use crate::model::{Forwarded, Job, LinkName, Publish, Work};
-use crate::mqtt::{self, Broker, LinkState, Reconnect};
+use crate::mqtt::{self, Broker, LinkState, Lost, Reconnect};
+use crate::outbox::Failure;
 use crate::shutdown::{self, Stop};
 use crate::writer::Writer;
 
@@ -47,7 +56,7 @@ pub struct Publisher {
 struct Request {
     topic: String,
     payload: Vec<u8>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Failure>>,
 }
 
 /// The sink: hands publishes to the [`Link`] task and waits for their PUBACK.
@@ -120,14 +129,22 @@ impl MqttSink {
         Ok(out)
     }
 
-    pub async fn deliver(&self, job: &Job) -> Result<(), String> {
-        for (topic, payload) in self.publishes(job)? {
-            self.publish(topic, payload).await?;
+    pub async fn deliver(&self, job: &Job) -> Result<(), Failure> {
+        // A job whose payload cannot be made never will be. One publish the broker can
+        // never take does not keep the other (the forward from headquarters' event):
+        // the job is given up with its reason once the rest went.
+        let mut never = None;
+        for (topic, payload) in self.publishes(job).map_err(Failure::Never)? {
+            match self.publish(topic, payload).await {
+                Ok(()) => {}
+                Err(Failure::Never(why)) => never = Some(why),
+                Err(retry) => return Err(retry),
+            }
         }
-        Ok(())
+        never.map_or(Ok(()), |why| Err(Failure::Never(why)))
     }
 
-    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), Failure> {
         let mut state = self.state.clone();
         let up = tokio::time::timeout(
             CONNECT_WAIT,
@@ -136,12 +153,13 @@ impl MqttSink {
         .await
         .is_ok_and(|r| r.is_ok());
         if !up {
-            return Err(match &*self.state.borrow() {
+            return Err(Failure::Retry(match &*self.state.borrow() {
                 LinkState::Connecting(why) => format!("not connected ({why})"),
                 LinkState::Connected(_) => "not connected".into(),
-            });
+            }));
         }
         let (done, answer) = oneshot::channel();
+        let stopped = || Failure::Retry("the MQTT connection task has stopped".to_string());
         self.requests
             .send(Request {
                 topic,
@@ -149,10 +167,46 @@ impl MqttSink {
                 done,
             })
             .await
-            .map_err(|_| "the MQTT connection task has stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "the MQTT connection task has stopped".to_string())?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The size of a QoS 1 publish packet of `topic` and `payload`, without properties.
+fn packet_size(topic: &str, payload: &[u8]) -> usize {
+    // Topic length, packet id, the property length byte, then the fixed header's type
+    // byte and remaining length (up to 4 bytes).
+    let remaining = 2 + topic.len() + 2 + 1 + payload.len();
+    let len_len = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + len_len + remaining
+}
+
+/// What a PUBACK's reason code means for the job.
+fn acked(reason: PubAckReason) -> Result<(), Failure> {
+    match reason {
+        PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+        other => Err(Failure::Never(format!(
+            "the broker refused the publish ({other:?})"
+        ))),
+    }
+}
+
+/// A connection that broke on a PUBACK rumqttc cannot read: a reason code it does not
+/// know, such as mosquitto's 0x95 (packet too large, its `message_size_limit`).
+fn refusal(e: &ConnectionError) -> Option<String> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            mqttbytes::Error::InvalidConnectReturnCode(code),
+        )) => Some(match code {
+            0x95 => "the broker refused the publish as too large (reason 0x95: raise the broker's message_size_limit)".into(),
+            c => format!("the broker refused the publish (reason 0x{c:02x})"),
+        }),
+        _ => None,
     }
 }
 
@@ -169,60 +223,94 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
     serde_json::to_vec(v).map_err(|e| e.to_string())
 }
 
+/// Publishes handed to one connection: waiting for their packet id, then for their
+/// PUBACK.
+#[derive(Default)]
+struct Outstanding {
+    unsent: VecDeque<oneshot::Sender<Result<(), Failure>>>,
+    sent: HashMap<u16, oneshot::Sender<Result<(), Failure>>>,
+}
+
+impl Outstanding {
+    /// The connection ended with `e`: every publish fails it. When the broker refused
+    /// the only one sent (the sink has one out at a time) in a way that broke the
+    /// connection, that one is given up rather than sent again for ever.
+    fn lost(self, e: &ConnectionError, lost: &Lost) {
+        let refused = refusal(e).filter(|_| self.sent.len() == 1 && self.unsent.is_empty());
+        for done in self.unsent.into_iter().chain(self.sent.into_values()) {
+            let _ = done.send(Err(match &refused {
+                Some(why) => Failure::Never(why.clone()),
+                None => Failure::Retry(lost.to_string()),
+            }));
+        }
+    }
+}
+
 impl Link {
     /// Keeps the connection up until the stop: connects, publishes what the sink hands
     /// over, matches each PUBACK to its publish, and reconnects with backoff.
     pub async fn run(mut self, writer: Writer, mut stop: Stop) {
-        let mut reconnect = Reconnect::new(LinkName::Mqtt, writer, self.state.clone());
+        let mut reconnect = Reconnect::new(
+            LinkName::Mqtt,
+            "-pub",
+            &self.broker,
+            writer,
+            self.state.clone(),
+        );
         loop {
             let connected = tokio::select! {
-                c = self.broker.connect("-pub", true, false) => c,
+                c = self.broker.connect("-pub", false, false) => c,
                 _ = shutdown::stopped(&mut stop) => return,
             };
-            let error = match connected {
-                Ok((client, mut events)) => {
-                    reconnect.connected(&self.broker).await;
-                    // Publishes handed to the client, waiting for their packet id, and
-                    // those sent, waiting for their PUBACK.
-                    let mut unsent: VecDeque<oneshot::Sender<Result<(), String>>> = VecDeque::new();
-                    let mut sent = HashMap::new();
-                    let error = loop {
+            let lost = match connected {
+                Ok((client, mut events, broker_limit)) => {
+                    reconnect.connected().await;
+                    let limit = broker_limit.map_or(usize::MAX, |l| l as usize);
+                    let mut out = Outstanding::default();
+                    loop {
                         tokio::select! {
                             event = events.poll() => match event {
                                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                                    if let Some(done) = unsent.pop_front() {
-                                        sent.insert(pkid, done);
+                                    if let Some(done) = out.unsent.pop_front() {
+                                        out.sent.insert(pkid, done);
                                     }
                                 }
                                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                                    if let Some(done) = sent.remove(&ack.pkid) {
-                                        let _ = done.send(Ok(()));
+                                    if let Some(done) = out.sent.remove(&ack.pkid) {
+                                        let _ = done.send(acked(ack.reason));
                                     }
                                 }
                                 Ok(_) => {}
-                                Err(e) => break format!("connection lost: {e}"),
+                                Err(e) => {
+                                    let lost = Lost::of(&e);
+                                    out.lost(&e, &lost);
+                                    break lost;
+                                }
                             },
                             request = self.requests.recv() => {
                                 let Some(r) = request else { return };
+                                let size = packet_size(&r.topic, &r.payload);
+                                if size > limit {
+                                    let why = format!("the publish is {size} bytes, over the broker's Maximum Packet Size ({limit})");
+                                    let _ = r.done.send(Err(Failure::Never(why)));
+                                    continue;
+                                }
                                 match client.try_publish(r.topic, QoS::AtLeastOnce, false, r.payload) {
-                                    Ok(()) => unsent.push_back(r.done),
-                                    Err(e) => { let _ = r.done.send(Err(e.to_string())); }
+                                    Ok(()) => out.unsent.push_back(r.done),
+                                    Err(e) => { let _ = r.done.send(Err(Failure::Retry(e.to_string()))); }
                                 }
                             }
+                            _ = reconnect.settle() => {}
                             _ = shutdown::stopped(&mut stop) => {
                                 let _ = client.try_disconnect();
                                 return;
                             }
                         }
-                    };
-                    for done in unsent.into_iter().chain(sent.into_values()) {
-                        let _ = done.send(Err(error.clone()));
                     }
-                    error
                 }
-                Err(e) => e,
+                Err(e) => Lost::Other(e),
             };
-            if !reconnect.failed(&self.broker, &error, &mut stop).await {
+            if !reconnect.failed(&lost, &mut stop).await {
                 return;
             }
         }
@@ -246,6 +334,7 @@ mod tests {
                 password: None,
                 prefix: "chain".into(),
                 tls: None,
+                max_packet: mqtt::max_packet(65536),
             },
             forward,
         })

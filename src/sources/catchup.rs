@@ -14,11 +14,11 @@
 //! `verify_time` and, when cancelled, a `verify_cancel` at `cancel_time`. They take the
 //! path of a push from the intake on: a [`Kind::Certificate`] intake, the writer, the
 //! store's one transaction with the coupon state rule, the outbox. Only the dedup key
-//! differs: a digest of (`verify_id`, action, time) instead of the body's sha1, so a
-//! repeated sweep counts redeliveries even if other fields of the record changed, and
-//! `messages.source` says `reconcile`. A step's messages are applied in time order;
-//! a step that holds more than [`MAX_BUFFERED`] records is shortened (by Douyin's
-//! `total`) before it is read, and the next step's length follows how busy the last
+//! differs: a digest of (`verify_id`, `certificate_id`, action, time) instead of the
+//! body's sha1, so a repeated sweep counts redeliveries even if other fields of the
+//! record changed, and `messages.source` says `reconcile`. A step's messages are
+//! applied in time order; a step that holds more than [`MAX_BUFFERED`] records is
+//! shortened (by Douyin's `total` beside a full first page) before it is read, and the next step's length follows how busy the last
 //! one was, so memory stays small however busy the store was and few queries are
 //! wasted (measured: 10,000 records in about 500 pages, under 8 MB).
 //!
@@ -110,7 +110,7 @@ pub fn next_len(len: i64, records: i64) -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovered {
     pub msg: CertificateMsg,
-    /// `messages.body_sha1`: sha1 of (`verify_id`, action, time).
+    /// `messages.body_sha1`: sha1 of (`verify_id`, `certificate_id`, action, time).
     pub digest: String,
     /// `messages.body`: the record.
     pub body: String,
@@ -130,7 +130,14 @@ pub fn messages(r: &Record, account_id: &str) -> Vec<Recovered> {
 }
 
 fn recovered(r: &Record, account_id: &str, action: Action, at: i64) -> Recovered {
-    let key = format!("reconcile\n{}\n{}\n{at}", r.verify_id, action.as_str());
+    // The certificate too (SPEC §11): a `verify_id` Douyin reuses for another
+    // certificate must not pass for a repeat of the first.
+    let key = format!(
+        "reconcile\n{}\n{}\n{}\n{at}",
+        r.verify_id,
+        r.certificate_id,
+        action.as_str()
+    );
     Recovered {
         msg: CertificateMsg {
             action,
@@ -149,6 +156,31 @@ fn recovered(r: &Record, account_id: &str, action: Action, at: i64) -> Recovered
 /// In the order the state rule must see them: time, then precedence.
 pub fn sort(msgs: &mut [Recovered]) {
     msgs.sort_by_key(|m| (m.msg.msg_time, m.msg.action));
+}
+
+/// How far past now a record's time may be (clocks differ a little).
+const FUTURE: i64 = 5 * 60;
+
+/// Why a record is not applied, if it is not: its verification outside the window
+/// asked for (the API selects by verification time: anything else is not an answer to
+/// the question), or a time past now.
+pub fn refused(r: &Record, window: Window, now: i64) -> Option<String> {
+    let t = r.verify_time;
+    if t < window.start || t >= window.end {
+        return Some(format!(
+            "verify_time {t} is outside the window asked for ({} .. {})",
+            window.start, window.end
+        ));
+    }
+    if t > now + FUTURE {
+        return Some(format!("verify_time {t} is in the future"));
+    }
+    match r.cancel_time {
+        Some(c) if r.status == 2 && c > now + FUTURE => {
+            Some(format!("cancel_time {c} is in the future"))
+        }
+        _ => None,
+    }
 }
 
 /// What systemd's STATUS= adds when sweeps are overdue: `since` is the last complete
@@ -333,34 +365,44 @@ impl Sweeper {
     }
 
     /// Reads one step's records (halving it while too busy), applies them in time order;
-    /// returns the window actually swept, records seen and messages applied.
+    /// returns the window actually swept, records seen and messages applied. At most
+    /// [`douyin::PAGE_SIZE`] items are read from a page, and `total` counts only beside
+    /// a full page (Douyin's word on how busy a window is must not make a sweep ask for
+    /// ever); a record that cannot be read, or is not of the window asked for, is stored
+    /// as rejected and skipped.
     async fn step(&mut self, mut window: Window) -> Result<(Window, i64, i64), String> {
+        let now = time::now_secs();
         let mut records: Vec<Record> = Vec::new();
+        let mut bad: Vec<(String, String)> = Vec::new();
         let mut cursor = "0".to_string();
         loop {
             let page = self.page(window, &cursor).await?;
+            let full = page.items >= douyin::PAGE_SIZE;
             // Too busy by Douyin's `total` (first page), or by what has been read when it
             // gives none: start again on the first half.
             let count = match cursor.as_str() {
-                "0" => page.total,
+                "0" => page.total.filter(|_| full),
                 _ => Some((records.len() + page.records.len()) as i64),
             };
             if let Some(half) = too_busy(window, count) {
                 window = half;
                 records.clear();
+                bad.clear();
                 cursor = "0".into();
                 continue;
             }
-            let n = page.records.len();
-            let next = page.records.last().map(|r| r.cursor.clone());
-            records.extend(page.records);
-            let done = n < douyin::PAGE_SIZE
-                || page.total.is_some_and(|t| records.len() as i64 >= t)
-                || next.as_deref().map_or(true, |c| c == cursor);
-            if done {
+            for r in page.records {
+                match refused(&r, window, now) {
+                    Some(why) => bad.push((r.raw, why)),
+                    None => records.push(r),
+                }
+            }
+            bad.extend(page.bad);
+            let next = page.last_cursor;
+            if !full || next.as_deref().map_or(true, |c| c == cursor) {
                 break;
             }
-            if records.len() as i64 > 4 * MAX_BUFFERED {
+            if (records.len() + bad.len()) as i64 > 4 * MAX_BUFFERED {
                 // Only in a window shorter than 2 minutes: Douyin's cursor must be wrong.
                 return Err(format!(
                     "more than {} records in {} s of verifications; is Douyin's cursor moving?",
@@ -370,6 +412,7 @@ impl Sweeper {
             }
             cursor = next.unwrap_or_default();
         }
+        self.refuse(window, bad).await?;
         let seen = records.len() as i64;
         let mut msgs: Vec<Recovered> = records
             .iter()
@@ -379,6 +422,41 @@ impl Sweeper {
         sort(&mut msgs);
         let applied = self.apply(msgs).await?;
         Ok((window, seen, applied))
+    }
+
+    /// Stores the records Douyin sent that catch-up will not apply, as rejected rows
+    /// (bounded like every reject; a repeat only counts), with one line per step.
+    async fn refuse(&self, window: Window, bad: Vec<(String, String)>) -> Result<(), String> {
+        let Some((_, first)) = bad.first() else {
+            return Ok(());
+        };
+        log::warn!(
+            "catch-up: {} record(s) Douyin sent for {} .. {} refused and kept as rejected (first: {})",
+            bad.len(),
+            time::rfc3339_millis(window.start * 1000),
+            time::rfc3339_millis(window.end * 1000),
+            crate::sanitize::text(first)
+        );
+        for (raw, why) in bad {
+            let arrival = Arrival {
+                received_at: time::now_rfc3339(),
+                msg_id: None,
+                signature: None,
+                body: raw.into_bytes(),
+                source: Source::Catchup,
+                dedup: None,
+                intake: Intake::Rejected {
+                    status: 400,
+                    reason: format!("verify record from Douyin refused: {why}"),
+                    challenge: None,
+                },
+            };
+            self.writer
+                .ingest(arrival)
+                .await
+                .map_err(|e| format!("cannot record a refused record: {e}"))?;
+        }
+        Ok(())
     }
 
     /// One page of the query (the token is [`Douyin`]'s business).
@@ -449,6 +527,18 @@ impl Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Catch-up's record decoder never panics and keeps its invariants
+    /// ([`crate::fuzzing::check_records`]) on mangled answers and on every input of the
+    /// fuzzer's committed corpus (`fuzz/corpus/catchup_records`, README "Fuzzing").
+    #[test]
+    fn mangled_answers_and_the_catch_up_fuzz_corpus_never_panic() {
+        let page = br#"{"data":{"records":[{"cursor":"1","verify_id":"v1","certificate_id":"c1","verify_time":1700000100,"status":2,"cancel_time":1700000200}],"total":1,"error_code":0}}"#;
+        let record = br#"{"cursor":12,"verify_id":"v2","certificate_id":7001234567890123456,"verify_time":"1700000100","status":1}"#;
+        crate::fuzzing::mutate(&[page, record], 5_000, crate::fuzzing::check_records);
+        let n = crate::fuzzing::replay_corpus("catchup_records", crate::fuzzing::check_records);
+        assert!(n >= 20, "only {n} corpus inputs");
+    }
 
     const NOW: i64 = 1_800_000_000;
     const DAY: i64 = 86_400;

@@ -7,7 +7,9 @@
 //! - a 200 is sent only after the writer reports the commit that holds the message;
 //!   a failed commit is a 503, so Douyin retries;
 //! - one log line per signed request: status, outcome, certificate, `log_id`, time
-//!   taken. Never the secret, never the signature. Everything else (401, 403, 404, 405,
+//!   taken. Never the secret, never the signature. A redelivery of a body stored in
+//!   the last 10 minutes (Douyin's retry, or anyone's replay) is answered from memory
+//!   and counted there ([`Limits::redelivery`]): no write, its line throttled. Everything else (401, 403, 404, 405,
 //!   408, 413, 400) goes through [`Limits`]: at most one line per 10 s per kind, and
 //!   rejected rows written at a bounded rate, the rest counted (SPEC §3);
 //! - a 200 names the outcome, `{"outcome":"applied"}` (a redelivery: the first row's),
@@ -94,10 +96,20 @@ pub async fn handle(
         let digest = store::rejected_digest(arrival.signature.as_deref(), &arrival.body);
         hook.limits.admit_rejected(*status, &digest, reason)
     });
-    let ack = match write {
-        true => hook.writer.ingest(arrival).await,
-        false => Ok(Ack::Rejected),
+    // A signed body stored recently (a retry, or a replay: it needs no secret) is only
+    // counted in memory, and answered as the store did.
+    let digest = rejection
+        .is_none()
+        .then(|| store::body_digest(&arrival.body));
+    let known = digest.as_deref().and_then(|d| hook.limits.redelivery(d));
+    let ack = match (known, write) {
+        (Some(ack), _) => Ok(ack),
+        (None, true) => hook.writer.ingest(arrival).await,
+        (None, false) => Ok(Ack::Rejected),
     };
+    if let (Some(digest), Ok(ack)) = (&digest, &ack) {
+        hook.limits.stored(digest, ack);
+    }
     let said = Said {
         facts,
         challenge,
@@ -121,7 +133,7 @@ pub async fn handle(
             }
             answer_rejected(status, &reason, &said, &hook.limits)
         }
-        (Ok(ack), None) => answer_stored(ack, &said),
+        (Ok(ack), None) => answer_stored(ack, &said, &hook.limits),
     })
 }
 
@@ -227,7 +239,7 @@ fn answer_rejected(status: u16, reason: &str, said: &Said, limits: &Limits) -> R
 }
 
 /// A signed message, committed: 200 with its outcome (the challenge for a URL check).
-fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
+fn answer_stored(ack: Ack, said: &Said, limits: &Limits) -> Response<Body> {
     let (facts, took) = (&said.facts, said.took);
     let outcome = match ack {
         Ack::Redelivered {
@@ -235,9 +247,10 @@ fn answer_stored(ack: Ack, said: &Said) -> Response<Body> {
             deliveries,
             outcome,
         } => {
-            log::info!(
+            let line = format!(
                 "200 redelivery #{deliveries} of message {message_id} ({outcome}), nothing re-applied;{facts} in {took:.1?}"
             );
+            limits.note(Noise::Redelivery, "", line);
             outcome
         }
         Ack::Recorded {

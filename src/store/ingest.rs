@@ -78,7 +78,7 @@ fn ingest_one(tx: &Transaction, a: &Arrival, plan: &OutputPlan) -> Result<Ack> {
     };
     let sha1 = match &a.dedup {
         Some(key) => key.clone(),
-        None => sha1_smol::Sha1::from(&a.body).digest().to_string(),
+        None => body_digest(&a.body),
     };
     let redelivered = tx
         .prepare_cached(
@@ -264,6 +264,11 @@ fn insert_rejected(tx: &Transaction, a: &Arrival, status: u16, reason: &str) -> 
     tx.prepare_cached("DELETE FROM rejected WHERE id <= ?1")?
         .execute([id - REJECTED_KEEP])?;
     Ok(())
+}
+
+/// The dedup key of a signed body (`messages.body_sha1`): its SHA-1, in hex.
+pub fn body_digest(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
 }
 
 /// What makes two rejected requests the same: the signature header and the whole body

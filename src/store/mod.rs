@@ -32,7 +32,7 @@ use crate::model::{LinkName, LinkStatus, Source};
 use crate::time;
 pub use details::{DetailsCounts, Lookup, LookupEnd};
 use ingest::cap_header;
-pub use ingest::rejected_digest;
+pub use ingest::{body_digest, rejected_digest};
 pub use report::{CatchupRow, CertificateRow, CounterRow, Link, Summary};
 use schema::{keep_copy, migrate, schema_version};
 pub use schema::{pre_migration_copy, OpenError, SCHEMA_VERSION};
@@ -81,12 +81,14 @@ pub struct Counted {
     pub last_detail: String,
 }
 
-/// Repeats of a stored rejected body since the last write.
+/// Repeats of a stored rejected body (or, when `message`, of a stored signed message
+/// by its `body_sha1`) since the last write.
 #[derive(Debug, Clone)]
 pub struct Repeated {
     pub digest: String,
     pub n: i64,
     pub last_at: String,
+    pub message: bool,
 }
 
 pub struct Store {
@@ -239,10 +241,16 @@ impl Store {
             .execute(params![c.name, c.n, c.last_at, cap_header(&c.last_detail)])?;
         }
         for r in repeated {
-            tx.prepare_cached(
-                "UPDATE rejected SET deliveries = deliveries + ?2, last_received_at = ?3
-                 WHERE digest = ?1",
-            )?
+            tx.prepare_cached(match r.message {
+                false => {
+                    "UPDATE rejected SET deliveries = deliveries + ?2, last_received_at = ?3
+                     WHERE digest = ?1"
+                }
+                true => {
+                    "UPDATE messages SET deliveries = deliveries + ?2, last_received_at = ?3
+                     WHERE body_sha1 = ?1"
+                }
+            })?
             .execute(params![r.digest, r.n, r.last_at])?;
         }
         tx.commit()
@@ -576,6 +584,7 @@ mod tests {
             digest: digest.clone(),
             n: 3,
             last_at: "2026-11-25T01:00:00.000Z".into(),
+            message: false,
         };
         let counted = Counted {
             name: "not_found",

@@ -184,6 +184,15 @@ pub struct State {
     pub expire_next: u32,
     /// Tokens handed out so far (each a new one).
     pub tokens_issued: u32,
+    /// Items put into the first page of every query (cursor 0) after its first record,
+    /// as they are: hostile or broken records.
+    pub inject: Vec<Value>,
+    /// Answer every matching record at once, whatever `size` asked for.
+    pub ignore_size: bool,
+    /// Say this `total` instead of the true one.
+    pub total_override: Option<i64>,
+    /// The tokens' `expires_in` (7200 unless set).
+    pub expires_in: i64,
     /// Every query's parameters, in order.
     pub queries: Vec<Vec<(String, String)>>,
     /// What `certificate/query` knows, by order.
@@ -267,6 +276,10 @@ impl FakeDouyin {
             no_total: false,
             expire_next: 0,
             tokens_issued: 0,
+            inject: Vec::new(),
+            ignore_size: false,
+            total_override: None,
+            expires_in: 0,
             queries: Vec::new(),
             deals: Vec::new(),
             deals_for: None,
@@ -494,9 +507,10 @@ fn documented(state: &Arc<Mutex<State>>, req: &Req) -> (u16, String) {
             }
             s.tokens_issued += 1;
             let token = format!("{TOKEN_PREFIX}{}", s.tokens_issued);
+            let expires_in = if s.expires_in > 0 { s.expires_in } else { 7200 };
             (
                 200,
-                json!({"data": {"access_token": token, "expires_in": 7200, "error_code": 0, "description": ""}, "message": "success"})
+                json!({"data": {"access_token": token, "expires_in": expires_in, "error_code": 0, "description": ""}, "message": "success"})
                     .to_string(),
             )
         }
@@ -567,11 +581,16 @@ fn documented(state: &Arc<Mutex<State>>, req: &Req) -> (u16, String) {
             let total = matching.len();
             // The cursor is the record's position in this ordering, plus one.
             let after: usize = num("cursor").unwrap_or(0).max(0) as usize;
-            let page: Vec<Value> = matching
+            let take = if s.ignore_size {
+                usize::MAX
+            } else {
+                size as usize
+            };
+            let mut page: Vec<Value> = matching
                 .iter()
                 .enumerate()
                 .skip(after)
-                .take(size as usize)
+                .take(take)
                 .map(|(pos, (_, r))| {
                     let mut record = json!({
                         "cursor": (pos + 1).to_string(),
@@ -598,6 +617,11 @@ fn documented(state: &Arc<Mutex<State>>, req: &Req) -> (u16, String) {
             } else {
                 "records"
             };
+            if after == 0 && !s.inject.is_empty() {
+                let at = page.len().min(1);
+                page.splice(at..at, s.inject.iter().cloned());
+            }
+            let total = s.total_override.unwrap_or(total as i64);
             let mut data = json!({"total": total, "error_code": 0, "description": ""});
             if s.no_total {
                 data.as_object_mut().unwrap().remove("total");

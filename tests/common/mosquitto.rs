@@ -17,6 +17,8 @@ pub struct Mosquitto {
     pub tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
+    /// More lines for its configuration ([`Mosquitto::start_with`]).
+    extra: String,
 }
 
 /// A port that was free a moment ago.
@@ -31,11 +33,17 @@ pub fn free_port() -> u16 {
 impl Mosquitto {
     /// Starts a broker with its persistence in `dir`.
     pub fn start(dir: &std::path::Path) -> Mosquitto {
+        Mosquitto::start_with(dir, "")
+    }
+
+    /// Starts a broker with `extra` lines in its configuration (`message_size_limit`).
+    pub fn start_with(dir: &std::path::Path, extra: &str) -> Mosquitto {
         let mut m = Mosquitto {
             port: free_port(),
             tls_port: None,
             dir: dir.to_path_buf(),
             child: None,
+            extra: extra.to_string(),
         };
         m.up();
         m
@@ -102,6 +110,7 @@ impl Mosquitto {
             tls_port: Some(free_port()),
             dir: dir.to_path_buf(),
             child: None,
+            extra: String::new(),
         };
         m.up();
         m
@@ -119,6 +128,7 @@ impl Mosquitto {
             tls_port: None,
             dir: PathBuf::new(),
             child: None,
+            extra: String::new(),
         }
     }
 
@@ -148,7 +158,7 @@ impl Mosquitto {
                  log_dest stderr\nlog_type error\nlog_type warning\n",
                 self.port,
                 self.dir.display()
-            ),
+            ) + &self.extra,
         )
         .unwrap();
         // Debian puts it in /usr/sbin, which a non-root PATH may lack.
@@ -186,6 +196,19 @@ impl Mosquitto {
             .args(["-t", topic, "-m", payload])
             .output()
             .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// Publishes the contents of `file` with QoS 1 (any size), retained when `retain`.
+    pub fn publish_file(&self, topic: &str, file: &std::path::Path, retain: bool) {
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1"])
+            .args(["-t", topic, "-f"])
+            .arg(file);
+        if retain {
+            cmd.arg("-r");
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "{out:?}");
     }
 
