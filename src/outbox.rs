@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::model::{Attempt, AttemptOutcome, Job, Work};
 use crate::shutdown::{self, Stop};
-use crate::sinks::{Delivered, Sink};
+use crate::sinks::{Delivered, Failure, Sink};
 use crate::time;
 use crate::writer::Writer;
 
@@ -80,17 +80,6 @@ impl DetailsWait {
         }
         std::future::pending::<()>().await
     }
-}
-
-/// Why a delivery failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// It may work next time (a printer out of paper, a broker away).
-    Retry(String),
-    /// It never will (a publish larger than the broker takes, or refused by it): the
-    /// job is given up with the reason at once, even by a sink that otherwise retries
-    /// without limit, so it does not hold up the jobs behind it.
-    Never(String),
 }
 
 /// Runs one sink's delivery loop until the stop is given.

@@ -19,7 +19,6 @@ use std::time::Duration;
 use crate::backoff;
 use crate::coupon::Action;
 use crate::model::{DayReport, Job, JobEvent, OutputPlan, SinkKind, Task, Work};
-use crate::outbox::Failure;
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -134,6 +133,17 @@ pub enum Sink {
     Mqtt(Box<mqtt::MqttSink>),
     /// `--speaker`: says it aloud, done when the player exits 0.
     Speaker(Box<speaker::Speaker>),
+}
+
+/// Why a delivery failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// It may work next time (a printer out of paper, a broker away).
+    Retry(String),
+    /// It never will (a publish larger than the broker takes, or refused by it): the
+    /// job is given up with the reason at once, even by a sink that otherwise retries
+    /// without limit, so it does not hold up the jobs behind it.
+    Never(String),
 }
 
 /// How a delivery that did not fail ended.

@@ -33,8 +33,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::exec::HookPayload;
 use crate::model::{Forwarded, Job, LinkName, Publish, Work};
 use crate::mqtt::{self, Broker, LinkState, Lost, Reconnect};
-use crate::outbox::Failure;
 use crate::shutdown::{self, Stop};
+use crate::sinks::Failure;
 use crate::writer::Writer;
 
 /// One attempt: waiting for the connection, then for each PUBACK.
