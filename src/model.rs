@@ -578,11 +578,11 @@ impl SinkKind {
     /// The store's own sinks a configuration has: printer, display, exec, or the log
     /// when there is none of those. (MQTT is beside them: it tells headquarters, not
     /// the store, and does not follow `--print-actions`; see `sinks::Outputs::kinds`.)
-    pub fn configured(printer: bool, display: bool, exec: bool) -> Vec<SinkKind> {
+    pub fn configured(on: StoreSinks) -> Vec<SinkKind> {
         let kinds: Vec<SinkKind> = [
-            (printer, SinkKind::Printer),
-            (display, SinkKind::Display),
-            (exec, SinkKind::Exec),
+            (on.printer, SinkKind::Printer),
+            (on.display, SinkKind::Display),
+            (on.exec, SinkKind::Exec),
         ]
         .into_iter()
         .filter_map(|(on, kind)| on.then_some(kind))
@@ -593,6 +593,14 @@ impl SinkKind {
             kinds
         }
     }
+}
+
+/// Which of the store's own sinks (those `--print-actions` gates) are set, by name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreSinks {
+    pub printer: bool,
+    pub display: bool,
+    pub exec: bool,
 }
 
 impl std::fmt::Display for SinkKind {

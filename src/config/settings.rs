@@ -13,7 +13,7 @@ use super::ConfigError;
 use crate::coupon::Action;
 use crate::douyin::ApiUrl;
 use crate::intake::Apps;
-use crate::model::{OutputPlan, SinkKind};
+use crate::model::{OutputPlan, SinkKind, StoreSinks};
 use crate::mqtt::{self, Broker};
 use crate::schedule::{Date, TimeOfDay};
 use crate::sinks::mqtt::Publisher;
@@ -497,7 +497,11 @@ impl ReverifyConfig {
             .optional(&f::MQTT_FORWARD, parse_on_off)?
             .unwrap_or(false);
         let plan = OutputPlan::new(
-            SinkKind::configured(printer.is_some(), display.is_some(), exec.is_some()),
+            SinkKind::configured(StoreSinks {
+                printer: printer.is_some(),
+                display: display.is_some(),
+                exec: exec.is_some(),
+            }),
             args.value(&f::PRINT_ACTIONS, parse_actions)?,
             mqtt.map(|_| forward),
         );

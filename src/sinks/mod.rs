@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::backoff;
 use crate::coupon::Action;
-use crate::model::{DayReport, Job, JobEvent, OutputPlan, SinkKind, Task, Work};
+use crate::model::{DayReport, Job, JobEvent, OutputPlan, SinkKind, StoreSinks, Task, Work};
 use crate::time;
 
 /// The receipt printer's settings (`serve`, `print-test`).
@@ -62,11 +62,11 @@ impl Outputs {
     /// The output plan of these settings with `--print-actions` `actions`.
     pub fn plan(&self, actions: &[Action]) -> OutputPlan {
         let plan = OutputPlan::new(
-            SinkKind::configured(
-                self.receipts.printer.is_some(),
-                self.display,
-                self.exec.is_some(),
-            ),
+            SinkKind::configured(StoreSinks {
+                printer: self.receipts.printer.is_some(),
+                display: self.display,
+                exec: self.exec.is_some(),
+            }),
             actions.to_vec(),
             self.mqtt.as_ref().map(|p| p.forward),
         );
