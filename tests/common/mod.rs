@@ -32,7 +32,9 @@ pub fn coupond() -> Command {
     let mut cmd = match test_runner() {
         Some(runner) => {
             let mut words = runner.split_whitespace();
-            let mut cmd = Command::new(words.next().unwrap());
+            // By its full path: a test may hand coupond a PATH of its own (one without
+            // aplay, say), which must not lose the emulator.
+            let mut cmd = Command::new(in_path(words.next().unwrap()));
             cmd.args(words).arg(BIN);
             cmd
         }
@@ -41,6 +43,16 @@ pub fn coupond() -> Command {
     cmd.env_remove("COUPOND_TEST_RUNNER")
         .env("COUPOND_CONFIG", "/dev/null");
     cmd
+}
+
+/// `program` as found in this process's PATH (as it is), else unchanged.
+fn in_path(program: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| program.into())
 }
 
 fn test_runner() -> Option<String> {
