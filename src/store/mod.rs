@@ -95,6 +95,15 @@ pub struct Store {
     conn: Connection,
 }
 
+/// The page cache of the daemon's connection, in KiB (`PRAGMA cache_size = -512`:
+/// 128 pages of 4 KiB), against SQLite's default of 2,000 KiB. A commit touches the
+/// tail of a few tables and indexes and one leaf of each keyed by a hash or an id
+/// (the body's digest, the coupon); those leaves are random, so a bigger cache mostly
+/// keeps pages that will not be read again, and a miss is a read from the kernel's
+/// page cache. Measured with bench/run: 1.5 MB less resident under load, throughput
+/// and CPU per message within the run-to-run noise (issue 22).
+pub const CACHE_KIB: i64 = 512;
+
 impl Store {
     /// Opens (creating if need be) the database for the daemon, migrated to the
     /// current schema.
@@ -119,6 +128,7 @@ impl Store {
              PRAGMA wal_autocheckpoint = 0;
              PRAGMA journal_size_limit = 4194304;",
         )?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         let version = schema_version(&conn)?;
         if version > SCHEMA_VERSION {
             return Err(OpenError::TooNew(version, path.to_path_buf()));
@@ -420,6 +430,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown action \"used\""));
+    }
+
+    #[test]
+    fn the_daemons_connection_keeps_a_small_page_cache() {
+        // Resident memory (issue 22): SQLite's default would be 2,000 KiB.
+        let store = Store::open(&scratch("cache")).unwrap();
+        let kib: i64 = store
+            .conn
+            .query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(kib, -CACHE_KIB);
     }
 
     #[test]
