@@ -55,7 +55,12 @@ const RECENT_FOR: Duration = Duration::from_secs(600);
 /// one costs a count in memory, not a row update and a log line (a replay needs no
 /// secret: anyone who saw a push can send it again). Past this many, a replay of
 /// another one is written as before, and is then remembered in its turn if room came.
-pub const KNOWN_CAP: usize = 4096;
+///
+/// 3,584 is 7/8 of 4,096: the most a hash table of 4,096 slots holds before it doubles.
+/// Each slot is 72 bytes (the digest as 20 bytes, times as numbers), so the whole table
+/// is under 300 KB; with 40 hex digits and two strings per entry and 8,192 slots it was
+/// about 1 MB of the daemon's resident memory under load (issue 22).
+pub const KNOWN_CAP: usize = 3584;
 
 /// One kind of warning, logged at most once per [`EVERY`].
 #[derive(Debug)]
@@ -294,9 +299,21 @@ struct Known {
     outcome: Outcome,
     /// Deliveries as the database has them plus `repeats`.
     deliveries: i64,
-    repeats: i64,
-    last_at: String,
+    repeats: u32,
+    /// When the last repeat came (Unix ms), formatted only when written.
+    last_at_ms: i64,
     seen: Instant,
+}
+
+/// A body's SHA-1 as [`Inner::known`] keys it: its 20 bytes, not its 40 hex digits.
+type Digest = [u8; 20];
+
+/// `digest` (40 hex digits, as [`crate::store::body_digest`] gives it) as a key;
+/// `None` for anything else, which is then simply not remembered.
+fn digest_key(digest: &str) -> Option<Digest> {
+    let mut key = [0u8; 20];
+    hex::decode_to_slice(digest, &mut key).ok()?;
+    Some(key)
 }
 
 /// The webhook's and the MQTT source's limits, shared by their requests and the [`run`]
@@ -312,7 +329,7 @@ struct Inner {
     buckets: [Bucket; 2],
     recent: HashMap<String, Recent>,
     /// Signed messages by body digest.
-    known: HashMap<String, Known>,
+    known: HashMap<Digest, Known>,
     counts: HashMap<&'static str, Count>,
     /// Whether `counts` or a `recent` entry holds something not written yet.
     dirty: bool,
@@ -429,10 +446,10 @@ impl Limits {
     pub fn redelivery(&self, digest: &str) -> Option<Ack> {
         let mut inner = self.lock();
         let sooner = !inner.dirty;
-        let k = inner.known.get_mut(digest)?;
-        k.repeats += 1;
+        let k = inner.known.get_mut(&digest_key(digest)?)?;
+        k.repeats = k.repeats.saturating_add(1);
         k.deliveries += 1;
-        k.last_at = time::now_rfc3339();
+        k.last_at_ms = time::now_millis();
         k.seen = Instant::now();
         let ack = Ack::Redelivered {
             message_id: k.message_id,
@@ -463,8 +480,11 @@ impl Limits {
             } => (message_id, outcome, deliveries),
             Ack::Rejected => return,
         };
+        let Some(key) = digest_key(digest) else {
+            return;
+        };
         let mut inner = self.lock();
-        if inner.known.len() >= KNOWN_CAP || inner.known.contains_key(digest) {
+        if inner.known.len() >= KNOWN_CAP || inner.known.contains_key(&key) {
             return;
         }
         let known = Known {
@@ -472,10 +492,10 @@ impl Limits {
             outcome,
             deliveries,
             repeats: 0,
-            last_at: String::new(),
+            last_at_ms: 0,
             seen: Instant::now(),
         };
-        inner.known.insert(digest.to_string(), known);
+        inner.known.insert(key, known);
     }
 
     /// When [`Limits::tick`] next has something to do.
@@ -530,9 +550,9 @@ impl Limits {
             .collect();
         repeated.extend(inner.known.iter_mut().filter(|(_, k)| k.repeats > 0).map(
             |(digest, k)| Repeated {
-                digest: digest.clone(),
-                n: std::mem::take(&mut k.repeats),
-                last_at: k.last_at.clone(),
+                digest: hex::encode(digest),
+                n: i64::from(std::mem::take(&mut k.repeats)),
+                last_at: time::rfc3339_millis(k.last_at_ms),
                 message: true,
             },
         ));
@@ -662,16 +682,17 @@ mod tests {
     #[test]
     fn replays_of_a_stored_message_are_answered_and_counted_in_memory() {
         let limits = Limits::new();
-        assert_eq!(limits.redelivery("m1"), None, "not known yet");
+        let m1 = crate::store::body_digest(b"m1");
+        assert_eq!(limits.redelivery(&m1), None, "not known yet");
         let stored = Ack::Recorded {
             message_id: 7,
             outcome: Outcome::Applied,
             outputs: 1,
         };
-        limits.stored("m1", &stored);
+        limits.stored(&m1, &stored);
         for n in 2..=1000 {
             assert_eq!(
-                limits.redelivery("m1"),
+                limits.redelivery(&m1),
                 Some(Ack::Redelivered {
                     message_id: 7,
                     deliveries: n,
@@ -682,11 +703,25 @@ mod tests {
         let (_, repeated) = limits.tick(Instant::now(), true).unwrap();
         assert_eq!(repeated.len(), 1);
         assert_eq!((repeated[0].n, repeated[0].message), (999, true));
-        // Bounded: past KNOWN_CAP nothing more is remembered.
+        assert_eq!(
+            repeated[0].digest, m1,
+            "written under the digest it came with"
+        );
+        // Bounded: past KNOWN_CAP nothing more is remembered, and the table never grows
+        // past the slots that hold KNOWN_CAP (its memory, issue 22).
         for i in 0..KNOWN_CAP + 10 {
-            limits.stored(&format!("x{i}"), &stored);
+            limits.stored(
+                &crate::store::body_digest(format!("x{i}").as_bytes()),
+                &stored,
+            );
         }
-        assert!(limits.lock().known.len() <= KNOWN_CAP);
+        let inner = limits.lock();
+        assert_eq!(inner.known.len(), KNOWN_CAP);
+        assert!(
+            inner.known.capacity() <= KNOWN_CAP,
+            "{}",
+            inner.known.capacity()
+        );
     }
 
     #[test]
