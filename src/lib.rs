@@ -22,7 +22,8 @@
 //!
 //! Around them: [`config`] (flags and environment, validated once), [`cli`] and
 //! [`commands`] (one module per subcommand), [`shutdown`] (the stop signal every task
-//! shares), [`notify`] (systemd READY, watchdog, STATUS), [`retention`] (pruning old
+//! shares), [`notify`] (systemd READY, watchdog, STATUS), [`knock`] (work another command
+//! queued wakes the outbox, with no polling), [`retention`] (pruning old
 //! rows), [`tls`] (the one TLS client configuration), [`time`], [`url`], [`sanitize`]
 //! (the one filter for signed fields shown in the log, on receipts, to a hook or in
 //! `status`), [`fuzzing`] (one hostile body through intake and the receipt, for `fuzz/`
@@ -43,6 +44,7 @@ pub mod details;
 pub mod douyin;
 pub mod fuzzing;
 pub mod intake;
+pub mod knock;
 pub mod lookup;
 pub mod model;
 pub mod mqtt;

@@ -195,6 +195,13 @@ pub enum Ack {
     },
 }
 
+impl Ack {
+    /// Whether the message got output jobs (the outbox has work).
+    pub fn queued(&self) -> bool {
+        matches!(self, Ack::Recorded { outputs, .. } if *outputs > 0)
+    }
+}
+
 /// What an output job is about. A job about a message reads it (`outputs.message_id`);
 /// a job about no message has `message_id` NULL and its [`Task`] word in `outputs.work`.
 // Jobs are read a round at a time and dropped after it: a box per coupon would cost

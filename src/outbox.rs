@@ -30,9 +30,6 @@ use crate::sinks::{Delivered, Failure, Sink};
 use crate::time;
 use crate::writer::Writer;
 
-/// How often an idle sink looks for work queued by another process (`coupond reprint`).
-/// Work queued by this daemon wakes it at once.
-const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How often to retry writing down delivery results the database refused.
 const RECORD_RETRY: Duration = Duration::from_secs(2);
 
@@ -141,17 +138,19 @@ pub async fn run_sink(
         // need not wake this loop (under load that would be a read per commit).
         let held = ready == 0 && held_until.is_some();
         let waiting = match (jobs.first(), retry) {
-            (Some(job), Some((id, at))) if job.id == id && at > Instant::now() => Some(at),
+            (Some(job), Some((id, at))) if job.id == id && at > Instant::now() => Some(Some(at)),
             (Some(_), _) if ready == 0 => {
                 let ms = held_until.map_or(0, |due| (due - now_ms).max(0));
-                Some(Instant::now() + Duration::from_millis(ms as u64))
+                Some(Some(Instant::now() + Duration::from_millis(ms as u64)))
             }
             (Some(_), _) => None,
-            (None, _) => Some(Instant::now() + IDLE_POLL),
+            // Nothing to do: sleep until a commit or another process's knock wakes it
+            // (`crate::knock`), with no timer (an idle box wakes for nothing).
+            (None, _) => Some(None),
         };
         if let Some(until) = waiting {
             tokio::select! {
-                _ = tokio::time::sleep_until(until) => {}
+                _ = sleep_until(until) => {}
                 r = changes.changed(), if !held => if r.is_err() { return },
                 _ = details.ended() => {}
                 _ = shutdown::stopped(&mut stop) => return,
@@ -168,6 +167,14 @@ pub async fn run_sink(
                 break;
             }
         }
+    }
+}
+
+/// Sleeps until `until`; forever without one.
+async fn sleep_until(until: Option<Instant>) {
+    match until {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

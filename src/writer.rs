@@ -134,11 +134,15 @@ fn run(
         // Every batch and every call (retention's prune steps write a lot) counts
         // towards the next checkpoint.
         since_checkpoint += u32::from(!batch.is_empty()) + calls.len() as u32;
-        if !batch.is_empty() && commit(&mut store, &plan, &mut batch) {
-            changes.send_modify(|n| *n += 1);
+        if !batch.is_empty() {
+            commit(&mut store, &plan, &mut batch);
         }
         for call in calls.drain(..) {
             call(&mut store);
+        }
+        // Whatever queued them: a push, catch-up, the report's time, a reverify.
+        if store.take_queued() {
+            changes.send_modify(|n| *n += 1);
         }
         // After the answers went out: a checkpoint never delays the batch it follows.
         if since_checkpoint >= CHECKPOINT_EVERY {
@@ -154,8 +158,8 @@ fn run(
     drop(store);
 }
 
-/// Writes and answers a batch; returns whether any output job was queued.
-fn commit(store: &mut Store, plan: &OutputPlan, batch: &mut Vec<(Box<Arrival>, Reply)>) -> bool {
+/// Writes and answers a batch.
+fn commit(store: &mut Store, plan: &OutputPlan, batch: &mut Vec<(Box<Arrival>, Reply)>) {
     let results: Vec<Result<Ack, String>> =
         match store.ingest(batch.iter().map(|(a, _)| &**a), plan) {
             Ok(acks) => acks.into_iter().map(Ok).collect(),
@@ -170,12 +174,9 @@ fn commit(store: &mut Store, plan: &OutputPlan, batch: &mut Vec<(Box<Arrival>, R
                 })
                 .collect(),
         };
-    let mut queued = false;
     for ((_, reply), result) in batch.drain(..).zip(results) {
-        queued |= matches!(result, Ok(Ack::Recorded { outputs, .. }) if outputs > 0);
         let _ = reply.send(result);
     }
-    queued
 }
 
 #[cfg(test)]

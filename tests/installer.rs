@@ -956,7 +956,7 @@ fn with_a_daemon_printing_elsewhere_print_test_prints_on_the_printer_it_was_give
     let out = run(&["reprint", "789", "--db", db], &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        stdout(&out).contains(&format!("prints it on {} within seconds", printer.dest())),
+        stdout(&out).contains(&format!("prints it on {} now", printer.dest())),
         "{}",
         stdout(&out)
     );

@@ -141,6 +141,7 @@ fn through_daemon(db: &Path, wait: Duration, sheet: Sheet) -> Result<(), String>
     let (what, say) = (sheet.what, sheet.say);
     let mut store = Store::open_existing(db, false)?;
     let id = (sheet.queue)(&mut store).map_err(|e| format!("cannot queue {what}: {e}"))?;
+    DaemonLock::knock(db);
     say(&format!(
         "a coupond daemon runs on {}: queued {what} for its printer (waiting up to {wait:?})",
         db.display(),

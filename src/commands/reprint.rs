@@ -1,10 +1,10 @@
 //! `coupond reprint CERTIFICATE_ID`: queues a reprint of a coupon's latest receipt,
-//! marked 重打. It only writes a `printer` job to the database; the running daemon picks
-//! it up within a few seconds (or at its next start). What it says is what will happen:
+//! marked 重打. It only writes a `printer` job to the database and wakes the running
+//! daemon, which prints it at once (or at its next start). What it says is what will happen:
 //! a running daemon without a printer gets no job (it would never print), and with no
 //! daemon running the job waits for the next start.
 
-use crate::commands::serve::RunningDaemon;
+use crate::commands::serve::{DaemonLock, RunningDaemon};
 use crate::config::ReprintConfig;
 use crate::model::SinkKind;
 use crate::store::Store;
@@ -33,9 +33,10 @@ pub fn run(cfg: &ReprintConfig) -> Result<(), String> {
         }
         Err(e) => return Err(format!("cannot queue the reprint: {e}")),
     };
+    DaemonLock::knock(&cfg.db);
     let when = match (&daemon, printer) {
-        (Some(_), Some(dest)) => format!("the running daemon prints it on {dest} within seconds"),
-        (Some(_), None) => "the running daemon prints it within seconds".to_string(),
+        (Some(_), Some(dest)) => format!("the running daemon prints it on {dest} now"),
+        (Some(_), None) => "the running daemon prints it now".to_string(),
         (None, _) => format!(
             "no coupond runs on {}: it prints when one starts with a printer \
              (systemctl start coupond)",

@@ -7,6 +7,7 @@
 //! runs one on demand. Rows whose body was cut at the storage cap cannot be re-checked
 //! and stay.
 
+use crate::commands::serve::DaemonLock;
 use crate::config::ReverifyConfig;
 use crate::intake::{self, Apps, Intake};
 use crate::model::{Ack, Arrival, OutputPlan};
@@ -92,8 +93,9 @@ pub fn run(cfg: &ReverifyConfig) -> Result<(), String> {
     let report = pass(&mut store, &cfg.apps, &cfg.plan)?;
     println!("{report}");
     if report.recovered > 0 {
+        DaemonLock::knock(&cfg.db);
         println!(
-            "the running daemon delivers their outputs ({}) within seconds",
+            "their outputs ({}) are delivered by the running daemon at once, or by the next one at its start",
             cfg.plan
                 .kinds()
                 .iter()

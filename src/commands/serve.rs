@@ -33,6 +33,7 @@ use crate::config::ServeConfig;
 use crate::conns::{self, BodyPool, BODY_POOL, DISPLAY_CONNECTIONS, WEBHOOK_CONNECTIONS};
 use crate::douyin::Douyin;
 use crate::intake::Apps;
+use crate::knock::{self, Knocks};
 use crate::lookup;
 use crate::model::{OutputPlan, SinkKind};
 use crate::notify::Notifier;
@@ -87,7 +88,7 @@ pub struct DaemonLock {
 }
 
 impl DaemonLock {
-    fn path(db: &Path) -> PathBuf {
+    pub fn path(db: &Path) -> PathBuf {
         let mut p = db.as_os_str().to_owned();
         p.push(".lock");
         PathBuf::from(p)
@@ -127,6 +128,12 @@ impl DaemonLock {
         } else {
             Err(format!("cannot lock {}: {e}", path.display()))
         }
+    }
+
+    /// Tells the daemon running on `db`, if any, that work is queued for it: it wakes
+    /// its sinks at once ([`crate::knock`]). Called after the commit.
+    pub fn knock(db: &Path) {
+        knock::knock(&DaemonLock::path(db))
     }
 
     /// Whether a daemon holds the lock of `db` (its lock file exists and is locked).
@@ -210,6 +217,9 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         None => "taking pushes from MQTT only (--listen off)".to_string(),
     };
     let (changes_tx, changes) = watch::channel(0u64);
+    // Before the sinks first read their queues: a knock after that is not missed.
+    let knocks = Knocks::watch(&DaemonLock::path(&cfg.db));
+    let knocked = changes_tx.clone();
     let (writer, db_thread) = Writer::start(store, plan, changes_tx);
     let plan = plan_for_reload;
     let (trigger, stop) = shutdown::channel();
@@ -234,6 +244,7 @@ async fn serve(cfg: ServeConfig, reload: Reload) -> Result<(), String> {
         &stop,
     )?;
     tasks.spawn(ratelimit::run(limits.clone(), writer.clone(), stop.clone()));
+    tasks.spawn(knocks.run(knocked, stop.clone()));
     let hook = Arc::new(Webhook {
         path: cfg.path.clone(),
         max_body: cfg.max_body,

@@ -19,8 +19,8 @@ use crate::sinks::speaker::{self, Player};
 use crate::store::Store;
 use crate::voice::{self, VoicePack};
 
-/// How long to wait for the running daemon to say it: its idle poll (5 s), and the
-/// minute an announcement is worth, retries included, after which the daemon drops it.
+/// How long to wait for the running daemon to say it: the minute an announcement is
+/// worth, retries included, after which the daemon drops it.
 const WAIT: Duration = Duration::from_secs(75);
 
 pub fn run(cfg: &SpeakTestConfig) -> Result<(), String> {
@@ -108,6 +108,7 @@ fn through_daemon(cfg: &SpeakTestConfig) -> Result<(), String> {
     let id = store
         .queue_task(Task::SpeakTest(cfg.amount), SinkKind::Speaker)
         .map_err(|e| format!("cannot queue the speak test: {e}"))?;
+    DaemonLock::knock(&cfg.db);
     println!(
         "a coupond daemon runs on {}: queued the test announcement ({}) for its speaker",
         cfg.db.display(),

@@ -63,6 +63,7 @@ impl Store {
             params![id, date.to_string(), from, to],
         )?;
         tx.commit()?;
+        self.queued = true;
         Ok(Some(id))
     }
 

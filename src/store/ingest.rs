@@ -23,6 +23,7 @@ impl Store {
             .map(|a| ingest_one(&tx, a, plan))
             .collect::<Result<Vec<_>>>()?;
         tx.commit()?;
+        self.queued |= acks.iter().any(Ack::queued);
         Ok(acks)
     }
 
@@ -64,6 +65,7 @@ impl Store {
             tx.execute("DELETE FROM rejected WHERE id = ?1", [id])?;
         }
         tx.commit()?;
+        self.queued |= acks.iter().any(Ack::queued);
         Ok(acks)
     }
 }

@@ -93,6 +93,9 @@ pub struct Repeated {
 
 pub struct Store {
     conn: Connection,
+    /// Whether output jobs were committed since [`Store::take_queued`] last asked: the
+    /// writer then wakes the outbox, whichever call queued them.
+    queued: bool,
 }
 
 /// The page cache of the daemon's connection, in KiB (`PRAGMA cache_size = -512`:
@@ -137,7 +140,10 @@ impl Store {
             keep_copy(&conn, path, version).map_err(OpenError::Copy)?;
         }
         migrate(&mut conn)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            queued: false,
+        })
     }
 
     /// Opens the database a subcommand inspects or edits beside the daemon: it must
@@ -170,7 +176,15 @@ impl Store {
         if version > SCHEMA_VERSION {
             return Err(OpenError::TooNew(version, path.to_path_buf()).to_string());
         }
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            queued: false,
+        })
+    }
+
+    /// Whether output jobs were committed since the last time this was asked.
+    pub fn take_queued(&mut self) -> bool {
+        std::mem::take(&mut self.queued)
     }
 
     /// The schema version of the file (`PRAGMA user_version`).

@@ -74,6 +74,7 @@ impl Store {
         self.conn
             .prepare_cached("INSERT INTO outputs (work, sink, created_at) VALUES (?1, ?2, ?3)")?
             .execute(params![task, sink, time::now_rfc3339()])?;
+        self.queued = true;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -133,6 +134,7 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.queued |= message_id.is_some() && !sinks.is_empty();
         Ok(message_id)
     }
 
