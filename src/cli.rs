@@ -178,7 +178,12 @@ fn init_logging(level: log::LevelFilter) {
     } else {
         let _ = cfg.set_time_format_rfc3339();
     }
-    let inner = simplelog::WriteLogger::new(level, cfg.build(), std::io::stderr());
+    // stderr is unbuffered and the logger writes a line in pieces (time, level, text):
+    // a write system call each, about 20 a line, 40 per message at the default level
+    // (strace). The line writer hands the kernel each whole line at its newline, so a
+    // line is never held past its own `log` call (issue 22: CPU per message).
+    let out = std::io::LineWriter::with_capacity(LOG_LINE_CAP * 2, std::io::stderr());
+    let inner = simplelog::WriteLogger::new(level, cfg.build(), out);
     if log::set_boxed_logger(Box::new(Sanitized(inner))).is_ok() {
         log::set_max_level(level);
     }
