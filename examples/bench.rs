@@ -204,6 +204,14 @@ fn main() {
         "peak RSS (VmHWM)        {:>10.1} MB",
         run.peak_rss_kb as f64 / 1024.0
     );
+    let r = &run.end_rss;
+    println!(
+        "RSS at the end of load  {:>10.1} MB: {:.1} MB anonymous (heap, SQLite's cache, stacks), {:.1} MB file-backed (binary, libc; PSS of it all {:.1} MB)",
+        (r.anon_kb + r.file_kb) as f64 / 1024.0,
+        r.anon_kb as f64 / 1024.0,
+        r.file_kb as f64 / 1024.0,
+        r.pss_kb as f64 / 1024.0
+    );
     println!(
         "CPU per message         {:>10.1} us        (user + system, at log level {})",
         run.cpu_us_per_msg, o.log_level
@@ -516,6 +524,8 @@ struct Run {
     errors: usize,
     lat: Latency,
     peak_rss_kb: u64,
+    /// Where the resident memory is at the end of the load.
+    end_rss: Resident,
     /// The receiver's user + system CPU time during the load, per acknowledged message.
     cpu_us_per_msg: f64,
     idle_cpu_pct: f64,
@@ -608,6 +618,7 @@ fn measure(
         (cpu_ticks(pid) - cpu_before) as f64 / ticks_per_sec * 1e6 / lat.len().max(1) as f64;
     lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let peak_rss_kb = proc_status_kb(pid, "VmHWM");
+    let end_rss = Resident::of(pid);
     // Let what the load left behind (a checkpoint, the outbox) settle first.
     std::thread::sleep(Duration::from_secs(1));
     let (cpu0, switches0) = (cpu_ticks(pid), context_switches(pid));
@@ -631,6 +642,7 @@ fn measure(
         errors,
         lat: Latency::of(&lat),
         peak_rss_kb,
+        end_rss,
         cpu_us_per_msg,
         idle_cpu_pct,
         idle_wakeups_per_min,
@@ -920,6 +932,30 @@ fn wait_for_port(pid: u32) -> SocketAddr {
         std::thread::sleep(Duration::from_millis(1));
     }
     panic!("coupond did not start listening");
+}
+
+/// A process's resident memory split by kind (`/proc/PID/status`, `smaps_rollup`).
+struct Resident {
+    anon_kb: u64,
+    file_kb: u64,
+    /// Proportional: pages shared with other processes (libc) count by their share.
+    pss_kb: u64,
+}
+
+impl Resident {
+    fn of(pid: u32) -> Resident {
+        let pss_kb = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Pss:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0);
+        Resident {
+            anon_kb: proc_status_kb(pid, "RssAnon"),
+            file_kb: proc_status_kb(pid, "RssFile"),
+            pss_kb,
+        }
+    }
 }
 
 fn proc_status_kb(pid: u32, key: &str) -> u64 {
