@@ -463,7 +463,10 @@ mod tests {
             .conn
             .query_row("PRAGMA cache_spill", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(spill, 0, "a batch must not spill to the WAL before its commit");
+        assert_eq!(
+            spill, 0,
+            "a batch must not spill to the WAL before its commit"
+        );
     }
 
     #[test]
