@@ -56,11 +56,12 @@ const RECENT_FOR: Duration = Duration::from_secs(600);
 /// secret: anyone who saw a push can send it again). Past this many, a replay of
 /// another one is written as before, and is then remembered in its turn if room came.
 ///
-/// 3,584 is 7/8 of 4,096: the most a hash table of 4,096 slots holds before it doubles.
-/// Each slot is 72 bytes (the digest as 20 bytes, times as numbers), so the whole table
-/// is under 300 KB; with 40 hex digits and two strings per entry and 8,192 slots it was
+/// 1,792 is 7/8 of 2,048: the most a hash table of 2,048 slots holds before it doubles
+/// (a store's real pushes in 10 minutes are a few hundred at the busiest). Each slot is
+/// 56 bytes (the digest as 20 bytes, the rest numbers), so the whole table is 115 KB;
+/// with 40 hex digits and two strings per entry, 4,096 entries and 8,192 slots it was
 /// about 1 MB of the daemon's resident memory under load (issue 22).
-pub const KNOWN_CAP: usize = 3584;
+pub const KNOWN_CAP: usize = 1792;
 
 /// One kind of warning, logged at most once per [`EVERY`].
 #[derive(Debug)]
@@ -300,9 +301,9 @@ struct Known {
     /// Deliveries as the database has them plus `repeats`.
     deliveries: i64,
     repeats: u32,
-    /// When the last repeat came (Unix ms), formatted only when written.
-    last_at_ms: i64,
-    seen: Instant,
+    /// When it was stored or last repeated (Unix ms): with `repeats`, when the last
+    /// repeat came, formatted only when written.
+    seen_ms: i64,
 }
 
 /// A body's SHA-1 as [`Inner::known`] keys it: its 20 bytes, not its 40 hex digits.
@@ -449,8 +450,7 @@ impl Limits {
         let k = inner.known.get_mut(&digest_key(digest)?)?;
         k.repeats = k.repeats.saturating_add(1);
         k.deliveries += 1;
-        k.last_at_ms = time::now_millis();
-        k.seen = Instant::now();
+        k.seen_ms = time::now_millis();
         let ack = Ack::Redelivered {
             message_id: k.message_id,
             deliveries: k.deliveries,
@@ -492,8 +492,7 @@ impl Limits {
             outcome,
             deliveries,
             repeats: 0,
-            last_at_ms: 0,
-            seen: Instant::now(),
+            seen_ms: time::now_millis(),
         };
         inner.known.insert(key, known);
     }
@@ -518,9 +517,11 @@ impl Limits {
         inner
             .recent
             .retain(|_, r| r.repeats > 0 || now.saturating_duration_since(r.seen) < RECENT_FOR);
+        let now_ms = time::now_millis();
+        let recent_ms = RECENT_FOR.as_millis() as i64;
         inner
             .known
-            .retain(|_, k| k.repeats > 0 || now.saturating_duration_since(k.seen) < RECENT_FOR);
+            .retain(|_, k| k.repeats > 0 || now_ms - k.seen_ms < recent_ms);
         match inner.write_due(now) {
             Some(t) if last || t <= now => {}
             _ => return None,
@@ -552,7 +553,7 @@ impl Limits {
             |(digest, k)| Repeated {
                 digest: hex::encode(digest),
                 n: i64::from(std::mem::take(&mut k.repeats)),
-                last_at: time::rfc3339_millis(k.last_at_ms),
+                last_at: time::rfc3339_millis(k.seen_ms),
                 message: true,
             },
         ));
